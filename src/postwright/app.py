@@ -1,0 +1,69 @@
+"""create_app(): routers, error handlers, middleware and the database lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from postwright.accounts.endpoints import router as accounts_router
+from postwright.api.errors import install_error_handlers
+from postwright.api.idempotency import IdempotencyMiddleware
+from postwright.api.middleware import RequestContextMiddleware
+from postwright.api.ops import router as ops_router
+from postwright.config import Settings, get_settings
+from postwright.db.session import create_engine, create_sessionmaker
+from postwright.kit.crypto import TokenCipher, load_or_create_keys
+from postwright.posts.endpoints import router as posts_router
+from postwright.workspaces.endpoints import router as workspaces_router
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_engine = engine is None
+    engine = engine or create_engine(_database_url(settings), pool_size=settings.db_pool_size)
+    sessionmaker = create_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="postwright",
+        version="0.1.0",
+        description="Create a post once, publish it exactly once on every connected account.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker
+    app.state.cipher = TokenCipher(load_or_create_keys(settings.secret_key, settings.data_dir))
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (posts_router, accounts_router, workspaces_router, ops_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(ops_router)  # /healthz, /readyz, /metrics also at the root for probes
+    install_error_handlers(app)
+    app.add_middleware(
+        IdempotencyMiddleware, sessionmaker=sessionmaker, ttl_hours=settings.idempotency_ttl_hours
+    )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise RuntimeError(
+            "DATABASE_URL is not set; `postwright serve` starts an embedded PostgreSQL for you."
+        )
+    return settings.database_url

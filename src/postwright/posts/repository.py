@@ -1,0 +1,136 @@
+"""Every query of the posts domain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from postwright.db.models import MediaAsset, Post, PostMedia, PostTarget, PublishAttempt, SocialAccount
+
+
+class PostsRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _with_children(self, query: Select[tuple[Post]]) -> Select[tuple[Post]]:
+        return query.options(selectinload(Post.targets), selectinload(Post.media))
+
+    async def get(self, workspace_id: str, post_id: str, *, for_update: bool = False) -> Post | None:
+        query = self._with_children(
+            select(Post).where(
+                Post.id == post_id, Post.workspace_id == workspace_id, Post.deleted_at.is_(None)
+            )
+        )
+        if for_update:
+            query = query.with_for_update(of=Post)
+        return await self.session.scalar(query)
+
+    async def lock_targets(self, post_id: str) -> list[PostTarget]:
+        rows = await self.session.scalars(
+            select(PostTarget)
+            .where(PostTarget.post_id == post_id)
+            .order_by(PostTarget.position)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return list(rows)
+
+    def list_query(
+        self,
+        workspace_id: str,
+        *,
+        status: str | None,
+        platform: str | None,
+        social_account_id: str | None,
+        scheduled_from: datetime | None,
+        scheduled_to: datetime | None,
+        text: str | None,
+    ) -> Select[tuple[Post]]:
+        query = self._with_children(
+            select(Post).where(Post.workspace_id == workspace_id, Post.deleted_at.is_(None))
+        )
+        if status:
+            query = query.where(Post.status == status)
+        if platform or social_account_id:
+            target_filter = [PostTarget.post_id == Post.id]
+            if platform:
+                target_filter.append(PostTarget.platform == platform)
+            if social_account_id:
+                target_filter.append(PostTarget.social_account_id == social_account_id)
+            query = query.where(exists().where(*target_filter))
+        if scheduled_from:
+            query = query.where(Post.scheduled_at >= scheduled_from)
+        if scheduled_to:
+            query = query.where(Post.scheduled_at <= scheduled_to)
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(Post.caption.ilike(f"%{escaped}%", escape="\\"))
+        return query
+
+    async def accounts(self, workspace_id: str, ids: Sequence[str]) -> dict[str, SocialAccount]:
+        rows = await self.session.scalars(
+            select(SocialAccount).where(
+                SocialAccount.workspace_id == workspace_id,
+                SocialAccount.id.in_(ids),
+                SocialAccount.deleted_at.is_(None),
+            )
+        )
+        return {a.id: a for a in rows}
+
+    async def media(self, workspace_id: str, ids: Sequence[str]) -> dict[str, MediaAsset]:
+        if not ids:
+            return {}
+        rows = await self.session.scalars(
+            select(MediaAsset).where(
+                MediaAsset.workspace_id == workspace_id,
+                MediaAsset.id.in_(ids),
+                MediaAsset.deleted_at.is_(None),
+            )
+        )
+        return {m.id: m for m in rows}
+
+    async def attempts(self, post_id: str) -> list[PublishAttempt]:
+        rows = await self.session.scalars(
+            select(PublishAttempt).where(PublishAttempt.post_id == post_id).order_by(PublishAttempt.id)
+        )
+        return list(rows)
+
+    async def media_used_elsewhere(self, media_ids: Sequence[str], post_id: str) -> set[str]:
+        """Media among `media_ids` that another live post still uses (library or per-target)."""
+        if not media_ids:
+            return set()
+        linked = await self.session.scalars(
+            select(PostMedia.media_asset_id)
+            .join(Post, Post.id == PostMedia.post_id)
+            .where(PostMedia.media_asset_id.in_(media_ids), Post.id != post_id, Post.deleted_at.is_(None))
+        )
+        used = set(linked)
+        per_target = await self.session.scalars(
+            select(func.unnest(PostTarget.media_ids))
+            .join(Post, Post.id == PostTarget.post_id)
+            .where(
+                Post.id != post_id, Post.deleted_at.is_(None), PostTarget.media_ids.overlap(list(media_ids))
+            )
+        )
+        used.update(m for m in per_target if m in media_ids)
+        return used
+
+    async def targets_using_media(self, media_id: str, statuses: Sequence[str]) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(PostTarget)
+            .join(Post, Post.id == PostTarget.post_id)
+            .where(
+                PostTarget.status.in_(statuses),
+                Post.deleted_at.is_(None),
+                or_(
+                    PostTarget.media_ids.any(media_id),
+                    exists().where(PostMedia.post_id == Post.id, PostMedia.media_asset_id == media_id),
+                ),
+            )
+        )
+        return int(count or 0)
