@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from postwright.api.deps import PageDep, PrincipalDep, SessionDep
+from postwright.db.models import Post
 from postwright.posts.schemas import (
     CancelIn,
     PostBody,
@@ -26,6 +27,12 @@ from postwright.workspaces.auth import Scope
 
 router = APIRouter(prefix="/posts", tags=["Posts"])
 
+
+async def rendered(session: SessionDep, post: Post) -> dict[str, Any]:
+    """Flush first so the body shows exactly what will be committed (timestamps included)."""
+    await session.flush()
+    return post_to_dict(post)
+
 PostStatusParam = Literal[tuple(s.value for s in PostStatus)]  # type: ignore[valid-type]
 PlatformParam = Literal[PLATFORMS]  # type: ignore[valid-type]
 
@@ -36,7 +43,7 @@ async def create_post(
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.POSTS_WRITE)
     post = await posts_service.create(session, principal, PostInput.from_body(body))
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.get("", summary="List posts, newest first")
@@ -91,7 +98,7 @@ async def update_post(
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.POSTS_WRITE)
     post = await posts_service.update(session, principal, post_id, PostInput.from_body(body))
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.post("/{post_id}/cancel", summary="Cancel a scheduled post (stays visible as CANCELED)")
@@ -103,7 +110,7 @@ async def cancel_post(
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
     post = await posts_service.cancel(session, principal, post_id, body.reason if body else None)
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.post("/{post_id}/publish", summary="Publish now, after a lead time in which cancel still works")
@@ -115,7 +122,7 @@ async def publish_post(
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
     post = await posts_service.publish_now(session, principal, post_id, (body or PublishNowIn()).leadSeconds)
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.post("/{post_id}/reschedule", summary="Move a scheduled post to another time")
@@ -124,13 +131,13 @@ async def reschedule_post(
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
     post = await posts_service.reschedule(session, principal, post_id, body.scheduledFor, body.timezone)
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.post("/{post_id}/approve", summary="Approve a post awaiting approval (admin/owner)")
 async def approve_post(post_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
-    return post_to_dict(await posts_service.approve(session, principal, post_id))
+    return await rendered(session, await posts_service.approve(session, principal, post_id))
 
 
 @router.post("/{post_id}/reject", summary="Send a post awaiting approval back to draft (admin/owner)")
@@ -141,9 +148,8 @@ async def reject_post(
     body: Annotated[RejectIn | None, Body()] = None,
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
-    return post_to_dict(
-        await posts_service.reject(session, principal, post_id, body.reason if body else None)
-    )
+    post = await posts_service.reject(session, principal, post_id, body.reason if body else None)
+    return await rendered(session, post)
 
 
 @router.post("/{post_id}/targets/{target_id}/retry", summary="Retry one FAILED target now")
@@ -151,7 +157,7 @@ async def retry_target(
     post_id: str, target_id: str, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
-    return post_to_dict(await posts_service.retry_target(session, principal, post_id, target_id))
+    return await rendered(session, await posts_service.retry_target(session, principal, post_id, target_id))
 
 
 @router.post("/{post_id}/targets/{target_id}/first-comment/retry", summary="Retry a failed first comment")
@@ -166,7 +172,7 @@ async def retry_first_comment(
         target_id,
         cooldown_seconds=request.app.state.settings.first_comment_cooldown_seconds,
     )
-    return post_to_dict(post)
+    return await rendered(session, post)
 
 
 @router.delete("/{post_id}", summary="Cancel and soft-delete a post", status_code=200)
