@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from postwright.accounts.endpoints import router as accounts_router
 from postwright.api.errors import install_error_handlers
@@ -16,7 +17,13 @@ from postwright.api.ops import router as ops_router
 from postwright.config import Settings, get_settings
 from postwright.db.session import create_engine, create_sessionmaker
 from postwright.kit.crypto import TokenCipher, load_or_create_keys
+from postwright.media.endpoints import router as media_router
+from postwright.media.service import MediaContext, build_storage, media_service
+from postwright.media.ssrf import SIZE_CAPS
 from postwright.posts.endpoints import router as posts_router
+from postwright.posts.schemas import MediaItemIn
+from postwright.posts.service import posts_service
+from postwright.workspaces.auth import Principal
 from postwright.workspaces.endpoints import router as workspaces_router
 
 API_PREFIX = "/api/v1"
@@ -46,10 +53,20 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
-    app.state.cipher = TokenCipher(load_or_create_keys(settings.secret_key, settings.data_dir))
+    keys = load_or_create_keys(settings.secret_key, settings.data_dir)
+    app.state.cipher = TokenCipher(keys)
+    app.state.media = MediaContext(
+        storage=build_storage(settings),
+        url_secret=hashlib.sha256(b"postwright-media-urls|" + keys[0].encode()).digest(),
+        public_url=settings.base_public_url,
+        url_ttl_seconds=settings.media_url_ttl_seconds,
+        fetch_timeout=settings.media_fetch_timeout_seconds,
+        allow_loopback_http=settings.media_allow_loopback_http,
+    )
+    wire_domains(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (posts_router, accounts_router, workspaces_router, ops_router):
+    for router in (posts_router, accounts_router, media_router, workspaces_router, ops_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(ops_router)  # /healthz, /readyz, /metrics also at the root for probes
@@ -57,8 +74,24 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.add_middleware(
         IdempotencyMiddleware, sessionmaker=sessionmaker, ttl_hours=settings.idempotency_ttl_hours
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, upload_max_bytes=max(SIZE_CAPS.values())
+    )
     return app
+
+
+def wire_domains(app: FastAPI) -> None:
+    """Let the posts domain reach media through the services, with this app's storage."""
+    media: MediaContext = app.state.media
+
+    async def ingest(session: AsyncSession, principal: Principal, items: list[MediaItemIn]) -> list[str]:
+        return await media_service.ingest_items(session, principal, media, items)
+
+    async def deleter(session: AsyncSession, principal: Principal, ids: list[str]) -> None:
+        await media_service.delete_assets(session, principal, media, ids)
+
+    posts_service.media_ingest = ingest
+    posts_service.media_deleter = deleter
 
 
 def _database_url(settings: Settings) -> str:

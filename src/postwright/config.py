@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,29 @@ class Settings(BaseSettings):
     publish_max_attempts: int = 5
     first_comment_cooldown_seconds: int = 60
     idempotency_ttl_hours: int = 24
+
+    # Media storage: "local" (files under data_dir/media) or "s3" (any S3-compatible store).
+    storage: str = "local"
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    media_url_ttl_seconds: int = 3600
+    media_fetch_timeout_seconds: float = 60.0
+    # Test-only: lets POST /media/from-url fetch plain http:// from loopback. Refused in production.
+    media_allow_loopback_http: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_test_switches_in_production(self) -> Settings:
+        if self.env == "production" and self.media_allow_loopback_http:
+            raise ValueError("POSTWRIGHT_MEDIA_ALLOW_LOOPBACK_HTTP is a test-only switch; it is refused in production")
+        if self.storage not in ("local", "s3"):
+            raise ValueError("POSTWRIGHT_STORAGE must be 'local' or 's3'")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("POSTWRIGHT_STORAGE=s3 needs POSTWRIGHT_S3_BUCKET")
+        return self
 
     @property
     def base_public_url(self) -> str:

@@ -29,9 +29,10 @@ def _json_response(status: int, body: dict[str, Any], request_id: str) -> tuple[
 class RequestContextMiddleware:
     """Gives every request a `req_` id (header and error bodies) and refuses oversized bodies."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, upload_max_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,13 +42,13 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         header_value = request_id.encode()
 
-        too_large = self._declared_too_large(scope)
-        if too_large:
-            await self._send_too_large(send, request_id)
+        # Signed media uploads carry files; every other body is JSON and small.
+        limit = self.upload_max_bytes if scope["method"] == "PUT" and scope["path"].endswith("/upload") else self.max_body_bytes
+        if self._declared_too_large(scope, limit):
+            await self._send_too_large(send, request_id, limit)
             return
 
         received = 0
-        limit = self.max_body_bytes
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -73,21 +74,19 @@ class RequestContextMiddleware:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if not response_started:
-                await self._send_too_large(send, request_id)
+                await self._send_too_large(send, request_id, limit)
 
-    def _declared_too_large(self, scope: Scope) -> bool:
+    def _declared_too_large(self, scope: Scope, limit: int) -> bool:
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    return int(value) > self.max_body_bytes
+                    return int(value) > limit
                 except ValueError:
                     return False
         return False
 
-    async def _send_too_large(self, send: Send, request_id: str) -> None:
-        body = error_body(
-            413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {self.max_body_bytes} bytes.", request_id
-        )
+    async def _send_too_large(self, send: Send, request_id: str, limit: int) -> None:
+        body = error_body(413, "PAYLOAD_TOO_LARGE", f"Request body exceeds {limit} bytes.", request_id)
         for message in _json_response(413, body, request_id):
             await send(message)
 
