@@ -7,8 +7,10 @@ so runs never collide. Tests isolate from each other by creating their own works
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -49,3 +51,33 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
+
+
+def _is_loopback_sockaddr(address: object) -> bool:
+    if not isinstance(address, tuple) or not address:
+        return True  # AF_UNIX paths never leave the machine
+    host = str(address[0]).split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket a test opens goes to 127.0.0.0/8 or ::1; anything else fails the test before connecting."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback_sockaddr(address):
+            raise AssertionError(f"test tried to open a socket to non-loopback {address!r}")
+        return real_connect(self, address)  # type: ignore[arg-type]
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback_sockaddr(address):
+            raise AssertionError(f"test tried to open a socket to non-loopback {address!r}")
+        return real_connect_ex(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
