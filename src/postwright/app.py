@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +17,7 @@ from postwright.config import Settings, get_settings
 from postwright.db.session import create_engine, create_sessionmaker
 from postwright.kit.crypto import TokenCipher, load_or_create_keys
 from postwright.media.endpoints import router as media_router
-from postwright.media.service import MediaContext, build_storage, media_service
+from postwright.media.service import MediaContext, build_media_context, media_service
 from postwright.media.ssrf import SIZE_CAPS
 from postwright.posts.endpoints import router as posts_router
 from postwright.posts.schemas import MediaItemIn
@@ -55,14 +54,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.sessionmaker = sessionmaker
     keys = load_or_create_keys(settings.secret_key, settings.data_dir)
     app.state.cipher = TokenCipher(keys)
-    app.state.media = MediaContext(
-        storage=build_storage(settings),
-        url_secret=hashlib.sha256(b"postwright-media-urls|" + keys[0].encode()).digest(),
-        public_url=settings.base_public_url,
-        url_ttl_seconds=settings.media_url_ttl_seconds,
-        fetch_timeout=settings.media_fetch_timeout_seconds,
-        allow_loopback_http=settings.media_allow_loopback_http,
-    )
+    app.state.media = build_media_context(settings, keys)
     wire_domains(app)
 
     api = APIRouter(prefix=API_PREFIX)

@@ -28,6 +28,24 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     worker_concurrency: int = 32
     publish_max_attempts: int = 5
+    # A claimed target whose worker vanished is reconciled after this long; keep it well above the
+    # platform timeout so a slow but live publish is never taken over.
+    publish_lease_seconds: float = 90.0
+    platform_timeout_seconds: float = 30.0
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    sweep_interval_seconds: float = 1.0
+    # Per-platform base URL overrides (every host of that platform; paths kept), e.g. a fake server.
+    platform_x_base_url: str | None = None
+    platform_linkedin_base_url: str | None = None
+    platform_instagram_base_url: str | None = None
+    platform_facebook_base_url: str | None = None
+    platform_threads_base_url: str | None = None
+    platform_tiktok_base_url: str | None = None
+    platform_youtube_base_url: str | None = None
+    platform_pinterest_base_url: str | None = None
+    x_client_id: str | None = None
+    x_client_secret: str | None = None
     first_comment_cooldown_seconds: int = 60
     idempotency_ttl_hours: int = 24
 
@@ -53,6 +71,12 @@ class Settings(BaseSettings):
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("POSTWRIGHT_STORAGE=s3 needs POSTWRIGHT_S3_BUCKET")
         return self
+
+    def platform_base_url(self, key: str) -> str | None:
+        return getattr(self, f"platform_{key.lower()}_base_url", None)
+
+    def platform_client(self, key: str) -> tuple[str | None, str | None]:
+        return getattr(self, f"{key.lower()}_client_id", None), getattr(self, f"{key.lower()}_client_secret", None)
 
     @property
     def base_public_url(self) -> str:

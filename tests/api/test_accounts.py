@@ -111,14 +111,17 @@ async def test_generated_secret_key_lives_in_data_dir(tmp_path):
     assert load_or_create_keys("k1,k2", tmp_path) == ["k1", "k2"]
 
 
-async def test_logs_never_contain_secrets(capsys):
-    from postwright.log_config import configure_logging
+async def test_logs_never_contain_secrets():
+    import io
 
-    configure_logging("INFO")
     import structlog
 
+    from postwright.log_config import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
     structlog.get_logger("t").info("account.import", accessToken="tok-123", header="Bearer abc.def", key="pw_live_XYZ123")
-    out = capsys.readouterr().err
+    out = stream.getvalue()
     line = json.loads(out.strip().splitlines()[-1])
     assert "tok-123" not in out and "abc.def" not in out and "pw_live_XYZ123" not in out
     assert line["accessToken"] == "[redacted]"

@@ -64,6 +64,17 @@ def build_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.data_dir / "media")
 
 
+def build_media_context(settings: Settings, secret_keys: list[str]) -> MediaContext:
+    return MediaContext(
+        storage=build_storage(settings),
+        url_secret=hashlib.sha256(b"postwright-media-urls|" + secret_keys[0].encode()).digest(),
+        public_url=settings.base_public_url,
+        url_ttl_seconds=settings.media_url_ttl_seconds,
+        fetch_timeout=settings.media_fetch_timeout_seconds,
+        allow_loopback_http=settings.media_allow_loopback_http,
+    )
+
+
 @dataclass
 class MediaContext:
     """What media operations need besides the session: where bytes live and how URLs are signed."""

@@ -1,30 +1,25 @@
-"""Claiming due targets for a publish job, safely against edits, cancels and other workers.
+"""Claiming due targets, safely against edits, cancels and other workers.
 
-A job names a post and the post generation it was queued for. Claiming flips the post's due SCHEDULED
-targets to PUBLISHING in one statement that also checks the generation, so a job queued before an edit,
-cancel, reschedule or delete claims nothing, and two workers never claim the same target.
+A job names a post and the post generation it was queued for. Claiming flips due SCHEDULED targets to
+PUBLISHING in one statement that also checks the generation, so a job queued before an edit, cancel,
+reschedule or delete claims nothing, and two workers never claim the same target (the row lock makes
+the second UPDATE re-check `status = 'SCHEDULED'` and skip it).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import Post, PostTarget, SocialAccount
 
-LEASE = timedelta(seconds=120)
+LEASE = timedelta(seconds=90)
 
 
-async def claim_due_targets(
-    session: AsyncSession, *, post_id: str, generation: int, worker_id: str, now: datetime, lease: timedelta = LEASE
-) -> list[PostTarget]:
-    live_post = (
-        select(Post.id)
-        .where(Post.id == post_id, Post.generation == generation, Post.deleted_at.is_(None), Post.canceled_at.is_(None))
-        .scalar_subquery()
-    )
+def _due(now: datetime) -> list[ColumnElement[bool]]:
     account_ready = (
         select(SocialAccount.id)
         .where(
@@ -33,24 +28,76 @@ async def claim_due_targets(
         )
         .exists()
     )
+    return [
+        PostTarget.status == "SCHEDULED",
+        PostTarget.scheduled_for <= now,
+        or_(PostTarget.next_attempt_at.is_(None), PostTarget.next_attempt_at <= now),
+        account_ready,
+    ]
+
+
+def _claimed_values(worker_id: str, now: datetime, lease: timedelta) -> dict[str, Any]:
+    return {
+        "status": "PUBLISHING",
+        "attempt_count": PostTarget.attempt_count + 1,
+        "auto_attempts": PostTarget.auto_attempts + 1,
+        "last_attempt_at": now,
+        "lease_owner": worker_id,
+        "lease_expires_at": now + lease,
+        "sent_at": None,
+    }
+
+
+async def claim_due_targets(
+    session: AsyncSession, *, post_id: str, generation: int, worker_id: str, now: datetime, lease: timedelta = LEASE
+) -> list[PostTarget]:
+    """Claim the due targets of one post, if the job's generation is still the post's."""
+    live_post = (
+        select(Post.id)
+        .where(Post.id == post_id, Post.generation == generation, Post.deleted_at.is_(None), Post.canceled_at.is_(None))
+        .scalar_subquery()
+    )
     claimed = await session.scalars(
         update(PostTarget)
-        .where(
-            PostTarget.post_id == live_post,
-            PostTarget.status == "SCHEDULED",
-            PostTarget.scheduled_for <= now,
-            or_(PostTarget.next_attempt_at.is_(None), PostTarget.next_attempt_at <= now),
-            and_(account_ready),
-        )
-        .values(
-            status="PUBLISHING",
-            attempt_count=PostTarget.attempt_count + 1,
-            last_attempt_at=now,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            sent_at=None,
-        )
+        .where(PostTarget.post_id == live_post, *_due(now))
+        .values(**_claimed_values(worker_id, now, lease))
         .returning(PostTarget)
         .execution_options(synchronize_session=False)
     )
     return list(claimed)
+
+
+async def claim_overdue_targets(
+    session: AsyncSession, *, worker_id: str, now: datetime, grace: timedelta, limit: int,
+    lease: timedelta = LEASE,
+) -> list[PostTarget]:
+    """The safety net: due targets no job picked up (retries after backoff, paused accounts, lost jobs)."""
+    candidates = (
+        select(PostTarget.id)
+        .join(Post, Post.id == PostTarget.post_id)
+        .where(*_due(now - grace), Post.deleted_at.is_(None), Post.canceled_at.is_(None))
+        .order_by(PostTarget.scheduled_for)
+        .limit(limit)
+        .with_for_update(of=PostTarget, skip_locked=True)
+    )
+    claimed = await session.scalars(
+        update(PostTarget)
+        .where(PostTarget.id.in_(candidates), and_(*_due(now)))
+        .values(**_claimed_values(worker_id, now, lease))
+        .returning(PostTarget)
+        .execution_options(synchronize_session=False)
+    )
+    return list(claimed)
+
+
+async def expired_leases(session: AsyncSession, *, now: datetime, limit: int) -> list[PostTarget]:
+    """PUBLISHING targets whose worker stopped answering, locked for this transaction."""
+    rows = await session.scalars(
+        select(PostTarget)
+        .where(PostTarget.status == "PUBLISHING", PostTarget.lease_expires_at < now)
+        .order_by(PostTarget.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)

@@ -1,11 +1,98 @@
-"""The publishing worker (placeholder until the engine lands): consumes nothing yet, waits to stop."""
+"""The worker process: pgqueuer consumers for publish jobs, plus the sweep/reconcile loop.
+
+Any number of workers may share one database: jobs are dequeued by pgqueuer with row locks, and every
+target is claimed by an atomic UPDATE, so no target is ever handled by two workers at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import socket
+from datetime import timedelta
+
+import aiohttp
+import asyncpg
+import structlog
+from pgqueuer import QueueManager
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.models import Job as QueueJob
+from ulid import ULID
 
 from postwright.config import Settings
+from postwright.db.session import create_engine, create_sessionmaker, to_plain_url, unit_of_work
+from postwright.kit.crypto import TokenCipher, load_or_create_keys
+from postwright.media.service import build_media_context, media_service
+from postwright.publishing.engine import PublishEngine
+from postwright.publishing.queue import DISPATCH_POST, FIRST_COMMENT
+
+log = structlog.get_logger("postwright.worker")
+MEDIA_SWEEP_EVERY = timedelta(minutes=10)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{str(ULID())[-6:]}"
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
-    await (stop or asyncio.Event()).wait()
+    assert settings.database_url
+    stop = stop or asyncio.Event()
+    engine = create_engine(settings.database_url, pool_size=max(4, settings.worker_concurrency // 4))
+    sessionmaker = create_sessionmaker(engine)
+    keys = load_or_create_keys(settings.secret_key, settings.data_dir)
+    media = build_media_context(settings, keys)
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 4))
+    publisher = PublishEngine(
+        sessionmaker=sessionmaker, settings=settings, cipher=TokenCipher(keys), media=media, http=http,
+        worker_id=new_worker_id(),
+    )
+    connection = await asyncpg.connect(to_plain_url(settings.database_url))
+    manager = QueueManager(AsyncpgDriver(connection))
+
+    @manager.entrypoint(DISPATCH_POST)
+    async def dispatch(job: QueueJob) -> None:
+        payload = json.loads(job.payload or b"{}")
+        await publisher.dispatch(payload["postId"], int(payload["generation"]))
+
+    @manager.entrypoint(FIRST_COMMENT)
+    async def first_comment(job: QueueJob) -> None:
+        payload = json.loads(job.payload or b"{}")
+        await publisher.first_comment(payload["targetId"])
+
+    async def maintenance() -> None:
+        last_media_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                await publisher.reconcile()
+                await publisher.sweep()
+                if loop.time() - last_media_sweep > MEDIA_SWEEP_EVERY.total_seconds():
+                    last_media_sweep = loop.time()
+                    async with unit_of_work(sessionmaker) as session:
+                        await media_service.sweep(session, media)
+            except Exception:
+                log.exception("worker.maintenance_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_seconds)
+
+    async def stopper() -> None:
+        await stop.wait()
+        manager.shutdown.set()
+
+    log.info("worker.start", worker_id=publisher.worker_id, concurrency=settings.worker_concurrency)
+    batch = max(1, settings.worker_concurrency // 2)
+    tasks = [asyncio.create_task(maintenance()), asyncio.create_task(stopper())]
+    try:
+        await manager.run(batch_size=batch, max_concurrent_tasks=max(settings.worker_concurrency, 2 * batch),
+                          dequeue_timeout=timedelta(seconds=5))
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await http.close()
+        await connection.close()
+        await engine.dispose()
+        log.info("worker.stop", worker_id=publisher.worker_id)

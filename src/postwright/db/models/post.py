@@ -87,6 +87,8 @@ class PostTarget(TimestampMixin, Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Automatic tries since the last user action (schedule, retry); bounds the retry policy.
+    auto_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Exactly-once bookkeeping for the worker: who holds the target and until when, and whether the
     # current attempt's request may have left (sent_at set before the request goes out).

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 02:34:44.053605
+Create Date: 2026-11-26 02:44:56.442132
 """
 
 from __future__ import annotations
@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_records")),
         sa.UniqueConstraint("scope", "key", name=op.f("uq_idempotency_records_scope")),
     )
-    op.create_index(
-        op.f("ix_idempotency_records_created_at"), "idempotency_records", ["created_at"], unique=False
-    )
+    op.create_index(op.f("ix_idempotency_records_created_at"), "idempotency_records", ["created_at"], unique=False)
     op.create_table(
         "storage_deletions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -78,9 +76,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
@@ -148,10 +144,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_memberships_user_id_users"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_memberships_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_memberships_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_memberships")),
         sa.UniqueConstraint("workspace_id", "user_id", name=op.f("uq_memberships_workspace_id")),
@@ -183,14 +176,9 @@ def upgrade() -> None:
         sa.Column("generation", sa.Integer(), server_default="1", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.ForeignKeyConstraint(["created_by_user_id"], ["users.id"], name=op.f("fk_posts_created_by_user_id_users")),
         sa.ForeignKeyConstraint(
-            ["created_by_user_id"], ["users.id"], name=op.f("fk_posts_created_by_user_id_users")
-        ),
-        sa.ForeignKeyConstraint(
-            ["workspace_id"],
-            ["workspaces.id"],
-            name=op.f("fk_posts_workspace_id_workspaces"),
-            ondelete="CASCADE",
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_posts_workspace_id_workspaces"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_posts")),
     )
@@ -225,9 +213,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_social_accounts")),
     )
-    op.create_index(
-        op.f("ix_social_accounts_workspace_id"), "social_accounts", ["workspace_id"], unique=False
-    )
+    op.create_index(op.f("ix_social_accounts_workspace_id"), "social_accounts", ["workspace_id"], unique=False)
     op.create_table(
         "post_media",
         sa.Column("post_id", sa.String(length=40), nullable=False),
@@ -268,6 +254,7 @@ def upgrade() -> None:
         sa.Column("error_code", sa.String(length=40), nullable=True),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("attempt_count", sa.Integer(), nullable=False),
+        sa.Column("auto_attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
@@ -328,18 +315,14 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_publish_attempts_post_id"), table_name="publish_attempts")
     op.drop_table("publish_attempts")
     op.drop_index(op.f("ix_post_targets_post_id"), table_name="post_targets")
-    op.drop_index(
-        "ix_post_targets_due", table_name="post_targets", postgresql_where=sa.text("status = 'SCHEDULED'")
-    )
+    op.drop_index("ix_post_targets_due", table_name="post_targets", postgresql_where=sa.text("status = 'SCHEDULED'"))
     op.drop_index("ix_post_targets_account", table_name="post_targets")
     op.drop_table("post_targets")
     op.drop_index(op.f("ix_post_media_media_asset_id"), table_name="post_media")
     op.drop_table("post_media")
     op.drop_index(op.f("ix_social_accounts_workspace_id"), table_name="social_accounts")
     op.drop_table("social_accounts")
-    op.drop_index(
-        "ix_posts_workspace_live", table_name="posts", postgresql_where=sa.text("deleted_at IS NULL")
-    )
+    op.drop_index("ix_posts_workspace_live", table_name="posts", postgresql_where=sa.text("deleted_at IS NULL"))
     op.drop_table("posts")
     op.drop_index(op.f("ix_memberships_workspace_id"), table_name="memberships")
     op.drop_index(op.f("ix_memberships_user_id"), table_name="memberships")

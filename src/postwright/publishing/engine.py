@@ -1,0 +1,573 @@
+"""The publishing engine: from a due target to PUBLISHED or FAILED, exactly once.
+
+Per post: (1) one transaction locks the post, claims its due targets (SCHEDULED → PUBLISHING with a
+lease) and opens a PublishAttempt per target; (2) one transaction records, before any request leaves,
+that the requests are about to leave (`sent_at`, plus the idempotency material the platform honours);
+(3) the adapters run concurrently; (4) one transaction records every outcome. A worker that dies
+anywhere leaves a lease that expires; `reconcile()` then re-queues what provably never left and looks up
+what may have left — it never re-sends blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from postwright.config import Settings
+from postwright.db.models import MediaAsset, Post, PostMedia, PostTarget, PublishAttempt, SocialAccount
+from postwright.db.session import unit_of_work
+from postwright.kit.clock import utcnow
+from postwright.kit.crypto import TokenCipher
+from postwright.kit.ids import new_id
+from postwright.media.service import MediaContext
+from postwright.publishing import queue
+from postwright.publishing.claims import claim_due_targets, expired_leases
+from postwright.publishing.platforms.base import (
+    AdapterContext,
+    Credentials,
+    MediaFile,
+    OutboundPost,
+    OutcomeUnknown,
+    PermanentError,
+    PlatformAdapter,
+    PublishResult,
+    ReauthRequired,
+    RetryableError,
+)
+from postwright.publishing.platforms.registry import build_adapter, platform_key_for
+from postwright.publishing.retry import RetryPolicy
+from postwright.publishing.rules import MediaFacts, TargetContent, validate_content
+from postwright.publishing.status import lock_post, recompute_post
+
+log = structlog.get_logger("postwright.publishing")
+REFRESH_MARGIN = timedelta(minutes=5)
+
+
+# ---- outcomes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Published:
+    result: PublishResult
+
+
+@dataclass(frozen=True)
+class Retry:
+    message: str
+    retry_after: timedelta | None = None
+    rate_limited: bool = False
+
+
+@dataclass(frozen=True)
+class Failed:
+    error_code: str
+    message: str
+    account_expired: bool = False
+
+
+Outcome = Published | Retry | Failed
+
+
+@dataclass
+class Job:
+    """One claimed target with everything needed to publish it."""
+
+    target_id: str
+    post_id: str
+    attempt_id: str
+    platform: str
+    account: SocialAccount
+    text: str
+    first_comment: str | None
+    platform_options: dict[str, Any]
+    media: list[MediaAsset]
+    alt_texts: dict[str, str | None]
+    material: str | None
+    sent_after: datetime | None = None
+    outbound: OutboundPost | None = None
+    creds: Credentials | None = None
+    outcome: Outcome | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PublishEngine:
+    def __init__(
+        self, *, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, cipher: TokenCipher,
+        media: MediaContext, http: aiohttp.ClientSession, worker_id: str,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.cipher = cipher
+        self.media = media
+        self.http = http
+        self.worker_id = worker_id
+        self.lease = timedelta(seconds=settings.publish_lease_seconds)
+        self.policy = RetryPolicy(settings.publish_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        self._adapters: dict[str, PlatformAdapter | None] = {}
+        self._refresh_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def adapter_for(self, platform: str) -> PlatformAdapter | None:
+        key = platform_key_for(platform)
+        if key not in self._adapters:
+            client_id, client_secret = self.settings.platform_client(key)
+            ctx = AdapterContext(
+                http=self.http, base_url=self.settings.platform_base_url(key), client_id=client_id,
+                client_secret=client_secret, timeout_seconds=self.settings.platform_timeout_seconds,
+            )
+            try:
+                self._adapters[key] = build_adapter(key, ctx)
+            except KeyError:
+                self._adapters[key] = None
+        return self._adapters[key]
+
+    # ---- entry points -------------------------------------------------------------------------------
+
+    async def dispatch(self, post_id: str, generation: int | None) -> int:
+        """Publish the post's due targets; `generation=None` means "whatever is current" (sweeps)."""
+        jobs = await self._claim(post_id, generation)
+        if jobs:
+            await self._run(jobs)
+        return len(jobs)
+
+    async def sweep(self, *, limit: int = 100) -> int:
+        """Pick up due targets no job has taken (retries after backoff, paused accounts, lost jobs)."""
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            post_ids = list(await session.scalars(
+                select(PostTarget.post_id)
+                .join(Post, Post.id == PostTarget.post_id)
+                .join(SocialAccount, SocialAccount.id == PostTarget.social_account_id)
+                .where(
+                    PostTarget.status == "SCHEDULED",
+                    PostTarget.scheduled_for <= now - timedelta(seconds=2),
+                    (PostTarget.next_attempt_at.is_(None)) | (PostTarget.next_attempt_at <= now),
+                    (SocialAccount.paused_until.is_(None)) | (SocialAccount.paused_until <= now),
+                    Post.deleted_at.is_(None),
+                    Post.canceled_at.is_(None),
+                )
+                .distinct()
+                .limit(limit)
+            ))
+        counts = await asyncio.gather(*(self.dispatch(p, None) for p in post_ids))
+        return sum(counts)
+
+    async def reconcile(self, *, limit: int = 100) -> int:
+        """Targets whose worker died mid-publish: re-queue if never sent, else look the post up."""
+        async with self.sessionmaker() as session:
+            candidates = [(t.id, t.post_id) for t in await expired_leases(session, now=utcnow(), limit=limit)]
+            await session.rollback()
+        handled = 0
+        for target_id, post_id in candidates:
+            job = await self._take_over(target_id, post_id)
+            if job is None:
+                continue
+            handled += 1
+            await self._resolve_and_finish([job])
+        return handled
+
+    async def first_comment(self, target_id: str) -> None:
+        """Post the target's first comment as a reply; failures stay on the target, never unpublish it."""
+        async with unit_of_work(self.sessionmaker) as session:
+            target = await session.scalar(
+                select(PostTarget).where(PostTarget.id == target_id).with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if (target is None or target.status != "PUBLISHED" or not target.first_comment
+                    or target.first_comment_external_id or not target.external_post_id):
+                return
+            account = await session.get(SocialAccount, target.social_account_id)
+            if account is None or account.credentials_encrypted is None:
+                target.first_comment_error = "The account is no longer connected."
+                return
+            target.first_comment_attempt += 1
+            target.first_comment_last_attempt_at = utcnow()
+            text, reply_to, platform = target.first_comment, target.external_post_id, target.platform
+        adapter = self.adapter_for(platform)
+        error: str | None = None
+        result: PublishResult | None = None
+        if adapter is None:
+            error = f"Comments on {platform} are not supported yet."
+        else:
+            outbound = OutboundPost(target_id=target_id, text=text, account_handle=account.handle,
+                                    account_external_id=account.external_id, reply_to_external_id=reply_to)
+            try:
+                creds = await self._credentials(account)
+                try:
+                    result = await adapter.reply(creds, outbound)
+                except ReauthRequired:
+                    result = await adapter.reply(await self._credentials(account, force=True), outbound)
+            except OutcomeUnknown:
+                error = "The comment may or may not have been posted (no answer from the platform); check and retry."
+            except (RetryableError, PermanentError, ReauthRequired) as exc:
+                error = exc.message
+            except Exception as exc:  # an adapter bug must not lose the published state
+                log.exception("publishing.first_comment_crashed", target_id=target_id)
+                error = f"Unexpected error ({type(exc).__name__})."
+        async with unit_of_work(self.sessionmaker) as session:
+            await session.execute(update(PostTarget).where(PostTarget.id == target_id).values(
+                first_comment_error=error,
+                first_comment_external_id=result.external_post_id if result else None,
+            ))
+
+    # ---- claim ---------------------------------------------------------------------------------------
+
+    async def _claim(self, post_id: str, generation: int | None) -> list[Job]:
+        now = utcnow()
+        async with unit_of_work(self.sessionmaker) as session:
+            post = await lock_post(session, post_id, skip_locked=generation is None)
+            if post is None or post.deleted_at is not None or post.canceled_at is not None:
+                return []
+            claimed = await claim_due_targets(
+                session, post_id=post_id, generation=generation if generation is not None else post.generation,
+                worker_id=self.worker_id, now=now, lease=self.lease,
+            )
+            if not claimed:
+                return []
+            jobs = await self._jobs(session, post, claimed, now, open_attempts=True)
+            await recompute_post(session, post)
+        return jobs
+
+    async def _jobs(
+        self, session: AsyncSession, post: Post, targets: list[PostTarget], now: datetime, *, open_attempts: bool
+    ) -> list[Job]:
+        accounts = {a.id: a for a in await session.scalars(
+            select(SocialAccount).where(SocialAccount.id.in_({t.social_account_id for t in targets})))}
+        links = list(await session.scalars(select(PostMedia).where(PostMedia.post_id == post.id).order_by(PostMedia.order)))
+        wanted = {link.media_asset_id for link in links} | {m for t in targets for m in t.media_ids or []}
+        assets = {a.id: a for a in await session.scalars(select(MediaAsset).where(MediaAsset.id.in_(wanted)))} if wanted else {}
+        alt = {link.media_asset_id: link.alt_text for link in links}
+        jobs = []
+        for target in targets:
+            attempt = PublishAttempt(
+                id=new_id("att"), post_id=post.id, target_id=target.id, social_account_id=target.social_account_id,
+                platform=target.platform, attempt_number=target.attempt_count, kind="PUBLISH", status="STARTED",
+                started_at=now, worker_id=self.worker_id,
+            )
+            if open_attempts:
+                session.add(attempt)
+            ids = target.media_ids or [link.media_asset_id for link in links]
+            jobs.append(Job(
+                target_id=target.id, post_id=post.id, attempt_id=attempt.id, platform=target.platform,
+                account=accounts[target.social_account_id],
+                text=target.caption_override if target.caption_override is not None else (post.caption or ""),
+                first_comment=target.first_comment, platform_options=target.platform_options or {},
+                media=[assets[m] for m in ids if m in assets], alt_texts=alt, material=target.idempotency_material,
+            ))
+        return jobs
+
+    # ---- publish --------------------------------------------------------------------------------------
+
+    async def _run(self, jobs: list[Job]) -> None:
+        ready = [job for job in await asyncio.gather(*(self._prepare(j) for j in jobs)) if job.outcome is None]
+        sent = await self._mark_sent(ready)
+        await asyncio.gather(*(self._send(job) for job in sent))
+        await self._finish(jobs)
+        for job in jobs:
+            if isinstance(job.outcome, Published) and job.first_comment:
+                await self.first_comment(job.target_id)
+
+    async def _prepare(self, job: Job) -> Job:
+        """Everything that can fail before anything is sent: adapter, rules, credentials, media."""
+        adapter = self.adapter_for(job.platform)
+        if adapter is None:
+            job.outcome = Failed("PLATFORM_ERROR", f"Publishing to {job.platform} is not supported yet.")
+            return job
+        problems = validate_content(TargetContent(
+            platform=job.platform, text=job.text, first_comment=job.first_comment,
+            media=[MediaFacts(m.id, m.kind, m.mime_type, m.size_bytes, m.width, m.height, m.duration_ms) for m in job.media],
+            platform_options=job.platform_options,
+        ))
+        if problems:
+            job.outcome = Failed("VALIDATION_FAILED", "; ".join(problems))
+            return job
+        try:
+            job.creds = await self._credentials(job.account)
+            media = tuple([await self._media_file(job, asset) for asset in job.media])
+        except PermanentError as exc:
+            job.outcome = Failed(exc.error_code, exc.message, account_expired=exc.error_code == "AUTH_EXPIRED")
+            return job
+        except Exception as exc:
+            log.exception("publishing.prepare_failed", target_id=job.target_id)
+            job.outcome = Retry(f"Could not prepare the post ({type(exc).__name__}).")
+            return job
+        job.outbound = OutboundPost(
+            target_id=job.target_id, text=job.text, account_handle=job.account.handle,
+            account_external_id=job.account.external_id, media=media, platform_options=job.platform_options,
+        )
+        job.material = job.material or adapter.prepare(job.outbound)
+        job.outbound = replace(job.outbound, idempotency_key=job.material)
+        return job
+
+    async def _media_file(self, job: Job, asset: MediaAsset) -> MediaFile:
+        data = await self.media.storage.get(asset.storage_key)
+        return MediaFile(
+            kind=asset.kind, mime_type=asset.mime_type, data=data, url=await self.media.content_url(asset),
+            alt_text=job.alt_texts.get(asset.id) or asset.alt_text, width=asset.width, height=asset.height,
+            duration_ms=asset.duration_ms,
+        )
+
+    async def _mark_sent(self, jobs: list[Job]) -> list[Job]:
+        """Record that the requests are about to leave; only targets still ours (not canceled) go."""
+        if not jobs:
+            return []
+        now = utcnow()
+        async with unit_of_work(self.sessionmaker) as session:
+            for job in jobs:
+                job.sent_after = now
+            marked = set(await session.scalars(
+                update(PostTarget)
+                .where(PostTarget.id.in_([j.target_id for j in jobs]), PostTarget.status == "PUBLISHING",
+                       PostTarget.lease_owner == self.worker_id)
+                .values(sent_at=now, idempotency_material=_material_case(jobs))
+                .returning(PostTarget.id)
+                .execution_options(synchronize_session=False)
+            ))
+            await session.execute(update(PublishAttempt).where(
+                PublishAttempt.id.in_([j.attempt_id for j in jobs if j.target_id in marked])
+            ).values(status="SENT", sent_at=now))
+        for job in jobs:
+            if job.target_id not in marked:
+                job.outcome = None  # canceled meanwhile: nothing was sent, nothing to record
+                job.extra["skipped"] = True
+        return [j for j in jobs if j.target_id in marked]
+
+    async def _send(self, job: Job) -> None:
+        adapter = self.adapter_for(job.platform)
+        assert adapter is not None and job.outbound is not None and job.creds is not None
+        try:
+            try:
+                result = await adapter.publish(job.creds, job.outbound)
+            except ReauthRequired:
+                # A 401 means the platform processed nothing, so sending again after a refresh is safe.
+                job.creds = await self._credentials(job.account, force=True)
+                result = await adapter.publish(job.creds, job.outbound)
+            job.outcome = Published(result)
+        except RetryableError as exc:
+            job.outcome = Retry(exc.message, exc.retry_after, exc.rate_limited)
+        except ReauthRequired as exc:
+            job.outcome = Failed("AUTH_EXPIRED", exc.message, account_expired=True)
+        except PermanentError as exc:
+            job.outcome = Failed(exc.error_code, exc.message, account_expired=exc.error_code == "AUTH_EXPIRED")
+        except OutcomeUnknown as exc:
+            job.outcome = await self._lookup(adapter, job, exc.message)
+        except Exception as exc:
+            # Unclassified failure after the request may have left: treat as unknown, never re-send.
+            log.exception("publishing.adapter_crashed", target_id=job.target_id, platform=job.platform)
+            job.outcome = await self._lookup(adapter, job, f"Unexpected error ({type(exc).__name__}).")
+
+    async def _lookup(self, adapter: PlatformAdapter, job: Job, detail: str) -> Outcome:
+        assert job.outbound is not None
+        outbound = replace(job.outbound, sent_after=job.sent_after)
+        try:
+            creds = job.creds or await self._credentials(job.account)
+            found = await adapter.lookup(creds, outbound)
+        except (OutcomeUnknown, RetryableError, ReauthRequired, PermanentError) as exc:
+            return Failed("OUTCOME_UNKNOWN", f"{detail} The lookup could not tell ({exc.message}); not re-sent.")
+        except Exception as exc:
+            log.exception("publishing.lookup_crashed", target_id=job.target_id)
+            return Failed("OUTCOME_UNKNOWN", f"{detail} The lookup failed ({type(exc).__name__}); not re-sent.")
+        if found is not None:
+            return Published(found)
+        if job.material:
+            # The platform dedupes on the material stored before sending (Bluesky rkey): resending is safe.
+            return Retry(f"{detail} The post was not found; it will be sent again with the same key.")
+        return Failed("OUTCOME_UNKNOWN", f"{detail} The post was not found, but it may still appear; not re-sent.")
+
+    # ---- record ---------------------------------------------------------------------------------------
+
+    async def _finish(self, jobs: list[Job]) -> None:
+        done = [j for j in jobs if j.outcome is not None]
+        if not done:
+            return
+        now = utcnow()
+        async with unit_of_work(self.sessionmaker) as session:
+            post = await lock_post(session, done[0].post_id)
+            assert post is not None
+            targets = {t.id: t for t in await session.scalars(
+                select(PostTarget).where(PostTarget.id.in_([j.target_id for j in done])).with_for_update()
+                .execution_options(populate_existing=True))}
+            retry_at: datetime | None = None
+            for job in done:
+                target = targets.get(job.target_id)
+                if target is None or not self._may_record(target, job.outcome):
+                    continue
+                attempt = await session.get(PublishAttempt, job.attempt_id)
+                due = await self._apply(session, target, attempt, job, now)
+                if due is not None:
+                    retry_at = min(retry_at, due) if retry_at else due
+            if retry_at is not None:
+                job_id = await queue.enqueue_dispatch(session, post_id=post.id, generation=post.generation, due_at=retry_at)
+                post.workflow_id = queue.workflow_id_for(job_id)
+            await recompute_post(session, post)
+
+    def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
+        if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:
+            return True
+        # Another worker took over after our lease ran out; a confirmed publish is still the truth.
+        return isinstance(outcome, Published) and target.status not in ("PUBLISHED", "CANCELED")
+
+    async def _apply(
+        self, session: AsyncSession, target: PostTarget, attempt: PublishAttempt | None, job: Job, now: datetime
+    ) -> datetime | None:
+        outcome = job.outcome
+        target.lease_owner = target.lease_expires_at = None
+        if attempt is not None:
+            attempt.finished_at = now
+        if isinstance(outcome, Published):
+            target.status, target.published_at = "PUBLISHED", now
+            target.external_post_id = outcome.result.external_post_id
+            target.external_url = outcome.result.external_url
+            target.error_code = target.error_message = None
+            target.next_attempt_at = None
+            if attempt is not None:
+                attempt.status, attempt.external_post_id = "SUCCEEDED", outcome.result.external_post_id
+            return None
+        if isinstance(outcome, Retry):
+            delay = self.policy.next_delay(target.auto_attempts, retry_after=outcome.retry_after)
+            if attempt is not None:
+                attempt.status, attempt.error_message = "RETRYING", outcome.message
+                attempt.error_code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
+            if outcome.rate_limited:
+                pause = outcome.retry_after or delay or timedelta(seconds=60)
+                await session.execute(update(SocialAccount).where(SocialAccount.id == target.social_account_id)
+                                      .values(paused_until=now + pause))
+            if delay is None:
+                code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
+                target.status, target.error_code, target.error_message = "FAILED", code, outcome.message
+                if attempt is not None:
+                    attempt.status = "FAILED"
+                return None
+            target.status, target.sent_at = "SCHEDULED", None
+            target.next_attempt_at = now + delay
+            target.error_message = outcome.message
+            return target.next_attempt_at
+        assert isinstance(outcome, Failed)
+        target.status, target.error_code, target.error_message = "FAILED", outcome.error_code, outcome.message
+        if attempt is not None:
+            attempt.status, attempt.error_code, attempt.error_message = "FAILED", outcome.error_code, outcome.message
+        if outcome.account_expired:
+            await session.execute(update(SocialAccount).where(SocialAccount.id == target.social_account_id)
+                                  .values(status="EXPIRED"))
+        return None
+
+    # ---- leases ---------------------------------------------------------------------------------------
+
+    async def _take_over(self, target_id: str, post_id: str) -> Job | None:
+        """Lock an expired lease: never-sent targets go back to SCHEDULED; sent ones come back as a job."""
+        now = utcnow()
+        async with unit_of_work(self.sessionmaker) as session:
+            post = await lock_post(session, post_id)
+            target = await session.scalar(select(PostTarget).where(PostTarget.id == target_id).with_for_update()
+                                          .execution_options(populate_existing=True))
+            if post is None or target is None or target.status != "PUBLISHING" or not target.lease_expires_at \
+                    or target.lease_expires_at >= now:
+                return None
+            attempt = await session.scalar(select(PublishAttempt).where(PublishAttempt.target_id == target_id)
+                                           .order_by(PublishAttempt.id.desc()).limit(1))
+            if target.sent_at is None:
+                # The request provably never left: publish it again.
+                target.status, target.lease_owner, target.lease_expires_at = "SCHEDULED", None, None
+                target.next_attempt_at = None
+                if attempt is not None and attempt.finished_at is None:
+                    attempt.status, attempt.finished_at = "ABANDONED", now
+                job_id = await queue.enqueue_dispatch(session, post_id=post.id, generation=post.generation, due_at=now)
+                post.workflow_id = queue.workflow_id_for(job_id)
+                await recompute_post(session, post)
+                return None
+            target.lease_owner, target.lease_expires_at = self.worker_id, now + self.lease
+            jobs = await self._jobs(session, post, [target], now, open_attempts=attempt is None)
+        job = jobs[0]
+        if attempt is not None:
+            job.attempt_id = attempt.id
+        job.sent_after = target.sent_at
+        return job
+
+    async def _resolve_and_finish(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            adapter = self.adapter_for(job.platform)
+            prepared = await self._prepare(job)
+            if prepared.outcome is None and adapter is not None:
+                job.outcome = await self._lookup(adapter, job, "The worker stopped after sending.")
+            else:
+                # Whatever stops the lookup, the request may have left: never fall back to a re-send.
+                reason = prepared.outcome.message if prepared.outcome else "no adapter"
+                job.outcome = Failed("OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}")
+        await self._finish(jobs)
+        for job in jobs:
+            if isinstance(job.outcome, Published) and job.first_comment:
+                await self.first_comment(job.target_id)
+
+    # ---- credentials ------------------------------------------------------------------------------------
+
+    async def _credentials(self, account: SocialAccount, *, force: bool = False) -> Credentials:
+        """Decrypted credentials, refreshed first when about to expire (one refresh at a time per account)."""
+        if account.credentials_encrypted is None:
+            raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
+        creds = _credentials_from(self.cipher.decrypt_json(account.credentials_encrypted), account.token_expires_at)
+        expiring = creds.expires_at is not None and creds.expires_at < utcnow() + REFRESH_MARGIN
+        if not (force or expiring):
+            return creds
+        async with self._refresh_locks[account.id]:
+            return await self._refresh(account, creds, force=force)
+
+    async def _refresh(self, account: SocialAccount, seen: Credentials, *, force: bool) -> Credentials:
+        adapter = self.adapter_for(account.platform)
+        async with unit_of_work(self.sessionmaker) as session:
+            # The row lock serialises refreshes across workers: refresh tokens rotate, a second refresh
+            # with the old token would fail and lock the user out.
+            row = await session.scalar(select(SocialAccount).where(SocialAccount.id == account.id).with_for_update()
+                                       .execution_options(populate_existing=True))
+            if row is None or row.credentials_encrypted is None:
+                raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
+            current = _credentials_from(self.cipher.decrypt_json(row.credentials_encrypted), row.token_expires_at)
+            if current != seen and not (current.expires_at and current.expires_at < utcnow() + REFRESH_MARGIN):
+                account.credentials_encrypted = row.credentials_encrypted
+                return current  # another worker refreshed meanwhile
+            if adapter is None:
+                raise PermanentError("AUTH_EXPIRED", "The token expired and cannot be refreshed.")
+            try:
+                fresh = await adapter.refresh(current)
+            except PermanentError:
+                row.status = "EXPIRED"
+                await session.commit()
+                raise
+            except ReauthRequired as exc:
+                row.status = "EXPIRED"
+                await session.commit()
+                raise PermanentError("AUTH_EXPIRED", exc.message) from exc
+            row.credentials_encrypted = self.cipher.encrypt_json(_credentials_to(fresh))
+            row.token_expires_at = fresh.expires_at
+            account.credentials_encrypted, account.token_expires_at = row.credentials_encrypted, row.token_expires_at
+        log.info("publishing.token_refreshed", account_id=account.id, forced=force)
+        return fresh
+
+
+def _material_case(jobs: list[Job]) -> Any:
+    from sqlalchemy import case
+
+    return case({j.target_id: j.material for j in jobs}, value=PostTarget.id, else_=PostTarget.idempotency_material)
+
+
+def _credentials_from(secret: dict[str, Any], expires_at: datetime | None) -> Credentials:
+    known = {"accessToken", "refreshToken"}
+    return Credentials(
+        access_token=secret.get("accessToken"), refresh_token=secret.get("refreshToken"), expires_at=expires_at,
+        extra={k: v for k, v in secret.items() if k not in known},
+    )
+
+
+def _credentials_to(creds: Credentials) -> dict[str, Any]:
+    secret: dict[str, Any] = dict(creds.extra)
+    if creds.access_token:
+        secret["accessToken"] = creds.access_token
+    if creds.refresh_token:
+        secret["refreshToken"] = creds.refresh_token
+    return secret

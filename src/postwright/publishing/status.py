@@ -1,0 +1,32 @@
+"""Keeping a post's aggregate status right after its targets change (always under the post's row lock)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postwright.db.models import Post, PostTarget
+from postwright.posts.status import PostStatus, derive_post_status
+
+
+async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = False) -> Post | None:
+    """Lock order everywhere is post row first, then target rows, so cancel and the worker never deadlock."""
+    return await session.scalar(
+        select(Post)
+        .where(Post.id == post_id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+
+
+async def recompute_post(session: AsyncSession, post: Post) -> None:
+    await session.flush()
+    rows = (await session.execute(
+        select(PostTarget.status, PostTarget.published_at).where(PostTarget.post_id == post.id)
+    )).all()
+    post.status = derive_post_status(
+        [r.status for r in rows], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
+    ).value
+    if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
+        published = [r.published_at for r in rows if r.published_at]
+        post.published_at = max(published) if published else post.published_at
