@@ -38,7 +38,7 @@ class TestAdminApi:
         )
         assert status == 200 and account["username"] == "zoe"
         status, queued, _ = await call(
-            http, "POST", f"{base}/_fake/script", json={"account": "zoe", "kind": "rate_limited", "times": 2}
+            http, "POST", f"{base}/_fake/script", json={"account": "zoe", "kind": "429", "times": 2}
         )
         assert status == 200 and queued["queued"] == 2
 
@@ -131,7 +131,7 @@ class TestFakeBluesky:
     async def _session(self, http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         body = {"identifier": "alice.test", "password": "abcd-efgh-ijkl-mnop"}
         status, session, _ = await call(http, "POST", f"{base}/xrpc/com.atproto.server.createSession", json=body)
-        assert status == 200
+        assert status == 200 and isinstance(session, dict)
         return session
 
     def _write(self, did: str, rkey: str, text: str = "hi", **extra: Any) -> dict[str, Any]:

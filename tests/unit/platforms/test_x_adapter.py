@@ -28,7 +28,7 @@ from postwright.publishing.platforms.x import (
     exchange_code,
     fetch_profile,
 )
-from postwright.testing.fakes import FakeX
+from postwright.testing.fakes import FakeX, RunningFake
 
 X_TOKEN = "x-access-alice"  # conftest registers alice with it
 
@@ -129,7 +129,8 @@ class TestReply:
 
         sent = x_fake.requests(path="/2/tweets")[-1]
         assert sent.body == {"text": "first comment", "reply": {"in_reply_to_tweet_id": root.external_post_id}}
-        assert x_fake.find_post(result.external_post_id).reply_to == root.external_post_id
+        stored = x_fake.find_post(result.external_post_id)
+        assert stored is not None and stored.reply_to == root.external_post_id
 
     async def test_reply_to_missing_post_is_content_rejected(
         self, x_adapter: XAdapter, x_creds: Credentials, x_post: OutboundPost
@@ -346,7 +347,7 @@ class TestRefresh:
         assert await x_adapter.publish(fresh, x_post)
 
     async def test_public_client_sends_its_client_id(
-        self, http: aiohttp.ClientSession, x_server, x_fake: FakeX, x_creds: Credentials
+        self, http: aiohttp.ClientSession, x_server: RunningFake, x_fake: FakeX, x_creds: Credentials
     ) -> None:
         adapter = XAdapter(AdapterContext(http=http, base_url=x_server.base_url, client_id="public-app"))
 

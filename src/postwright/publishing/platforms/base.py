@@ -79,9 +79,7 @@ class PlatformError(Exception):
 class RetryableError(PlatformError):
     """The platform documents that nothing was created; safe to try again later."""
 
-    def __init__(
-        self, message: str, *, retry_after: timedelta | None = None, rate_limited: bool = False
-    ) -> None:
+    def __init__(self, message: str, *, retry_after: timedelta | None = None, rate_limited: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.rate_limited = rate_limited
@@ -178,8 +176,8 @@ async def send_request(
         async with ctx.http.request(method, url, timeout=timeout, **kwargs) as resp:
             body = await resp.read()
             return HttpAnswer(status=resp.status, headers=resp.headers, body=body)
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        # Connection refused, DNS failure, connect timeout: the request never left.
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
+        # Connection refused, DNS failure, connect timeout, unusable URL: the request never left.
         raise RetryableError(f"{what}: could not connect ({type(exc).__name__})") from exc
     except (TimeoutError, aiohttp.ClientError) as exc:
         detail = f"{what}: no complete answer ({type(exc).__name__})"
@@ -238,9 +236,7 @@ def _split_graphemes_fallback(text: str) -> list[str]:
         is_ri = 0x1F1E6 <= cp <= 0x1F1FF
         prev = clusters[-1] if clusters else ""
         pairs_flag = is_ri and len(prev) == 1 and 0x1F1E6 <= ord(prev) <= 0x1F1FF
-        if clusters and (
-            join_next or _extends(cp, ch) or cp in _JOINERS or pairs_flag or prev + ch == "\r\n"
-        ):
+        if clusters and (join_next or _extends(cp, ch) or cp in _JOINERS or pairs_flag or prev + ch == "\r\n"):
             clusters[-1] += ch
         else:
             clusters.append(ch)
