@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from postwright.accounts.endpoints import router as accounts_router
+from postwright.accounts.service import accounts_service
+from postwright.accounts.verification import bluesky_verifier
 from postwright.api.errors import install_error_handlers
 from postwright.api.idempotency import IdempotencyMiddleware
 from postwright.api.middleware import RequestContextMiddleware
@@ -37,6 +40,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        if app.state.http is not None:
+            await app.state.http.close()
         if owns_engine:
             await engine.dispose()
 
@@ -55,6 +60,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     keys = load_or_create_keys(settings.secret_key, settings.data_dir)
     app.state.cipher = TokenCipher(keys)
     app.state.media = build_media_context(settings, keys)
+    app.state.http = None
     wire_domains(app)
 
     api = APIRouter(prefix=API_PREFIX)
@@ -84,6 +90,14 @@ def wire_domains(app: FastAPI) -> None:
 
     posts_service.media_ingest = ingest
     posts_service.media_deleter = deleter
+
+    async def http() -> aiohttp.ClientSession:
+        # Created on first use: the session must belong to the running event loop.
+        if app.state.http is None:
+            app.state.http = aiohttp.ClientSession()
+        return app.state.http
+
+    accounts_service.verifiers["BLUESKY"] = bluesky_verifier(http, app.state.settings.platform_timeout_seconds)
 
 
 def _database_url(settings: Settings) -> str:

@@ -70,7 +70,8 @@ class Tenant:
         response = await self.post(
             "/social-accounts",
             json={"platform": platform, "handle": handle, "displayName": handle.title(),
-                  "credentials": {"accessToken": f"fake-{handle}", "refreshToken": "r", "expiresAt": "2030-01-01T00:00:00Z"}},
+                  "credentials": {"accessToken": f"fake-{self.workspace_id}-{handle}", "refreshToken": "r",
+                                  "expiresAt": "2030-01-01T00:00:00Z"}},
         )
         assert response.status_code == 201, response.text
         self.accounts.append(response.json())

@@ -198,6 +198,7 @@ class PublishEngine:
         else:
             outbound = OutboundPost(target_id=target_id, text=text, account_handle=account.handle,
                                     account_external_id=account.external_id, reply_to_external_id=reply_to)
+            outbound = replace(outbound, idempotency_key=adapter.prepare(outbound))
             try:
                 creds = await self._credentials(account)
                 try:

@@ -19,6 +19,7 @@ import structlog
 from pgqueuer import QueueManager
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job as QueueJob
+from pgqueuer.queries import Queries
 from ulid import ULID
 
 from postwright.config import Settings
@@ -49,7 +50,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
         worker_id=new_worker_id(),
     )
     connection = await asyncpg.connect(to_plain_url(settings.database_url))
-    manager = QueueManager(AsyncpgDriver(connection))
+    manager = QueueManager(Queries(AsyncpgDriver(connection)))
 
     @manager.entrypoint(DISPATCH_POST)
     async def dispatch(job: QueueJob) -> None:
