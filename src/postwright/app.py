@@ -69,9 +69,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(api)
     app.include_router(ops_router)  # /healthz, /readyz, /metrics also at the root for probes
     install_error_handlers(app)
-    app.add_middleware(
-        IdempotencyMiddleware, sessionmaker=sessionmaker, ttl_hours=settings.idempotency_ttl_hours
-    )
+    app.add_middleware(IdempotencyMiddleware, sessionmaker=sessionmaker, ttl_hours=settings.idempotency_ttl_hours)
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, upload_max_bytes=max(SIZE_CAPS.values())
     )
@@ -102,7 +100,5 @@ def wire_domains(app: FastAPI) -> None:
 
 def _database_url(settings: Settings) -> str:
     if not settings.database_url:
-        raise RuntimeError(
-            "DATABASE_URL is not set; `postwright serve` starts an embedded PostgreSQL for you."
-        )
+        raise RuntimeError("DATABASE_URL is not set; `postwright serve` starts an embedded PostgreSQL for you.")
     return settings.database_url

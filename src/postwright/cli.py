@@ -23,9 +23,7 @@ T = TypeVar("T")
 
 DataDirOption = Annotated[
     Path | None,
-    typer.Option(
-        "--data-dir", envvar="POSTWRIGHT_DATA_DIR", help="Where the embedded database and secrets live."
-    ),
+    typer.Option("--data-dir", envvar="POSTWRIGHT_DATA_DIR", help="Where the embedded database and secrets live."),
 ]
 
 
@@ -83,9 +81,7 @@ def serve(
     port: Annotated[int | None, typer.Option(envvar="POSTWRIGHT_PORT", help="Default 4100")] = None,
     data_dir: DataDirOption = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run the API only.")] = False,
-    sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Also serve fake platforms and sandbox accounts.")
-    ] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Also serve fake platforms and sandbox accounts.")] = False,
 ) -> None:
     """Run the API (and the publishing worker) on an embedded or external PostgreSQL."""
     from postwright.log_config import configure_logging
@@ -151,13 +147,9 @@ def bootstrap(
 @keys_app.command("create")
 def keys_create(
     workspace: Annotated[list[str], typer.Option(help="Workspace id; repeat for a multi-workspace key.")],
-    role: Annotated[
-        str | None, typer.Option(help="Cap the key's role: OWNER, ADMIN, EDITOR or VIEWER.")
-    ] = None,
+    role: Annotated[str | None, typer.Option(help="Cap the key's role: OWNER, ADMIN, EDITOR or VIEWER.")] = None,
     scopes: Annotated[str | None, typer.Option(help="Comma-separated scopes (default: all).")] = None,
-    email: Annotated[
-        str | None, typer.Option(help="Act as this member (created if new) instead of the owner.")
-    ] = None,
+    email: Annotated[str | None, typer.Option(help="Act as this member (created if new) instead of the owner.")] = None,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     data_dir: DataDirOption = None,

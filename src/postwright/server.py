@@ -28,18 +28,22 @@ async def run_server(settings: Settings, *, with_worker: bool, sandbox: bool = F
     )
     server = _Server(config)
     worker_task: asyncio.Task[None] | None = None
+    stop_worker = asyncio.Event()
     if with_worker:
         from postwright.publishing.worker import run_worker
 
-        worker_task = asyncio.create_task(run_worker(settings, stop=_stop_event(server)))
+        worker_task = asyncio.create_task(run_worker(settings, stop=stop_worker))
     log.info("server.start", host=settings.host, port=settings.port, worker=with_worker, sandbox=sandbox)
     try:
         await server.serve()
     finally:
         if worker_task is not None:
-            worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker_task
+            # Let in-flight publishes record their outcome; a lease covers anything cut short.
+            stop_worker.set()
+            try:
+                await asyncio.wait_for(worker_task, timeout=settings.platform_timeout_seconds + 5)
+            except (TimeoutError, Exception):
+                log.warning("server.worker_stop_timeout")
         await engine.dispose()
         log.info("server.stop")
 
@@ -58,18 +62,6 @@ class _Server(uvicorn.Server):
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-
-
-def _stop_event(server: uvicorn.Server) -> asyncio.Event:
-    event = asyncio.Event()
-
-    async def watch() -> None:
-        while not server.should_exit:
-            await asyncio.sleep(0.2)
-        event.set()
-
-    asyncio.get_running_loop().create_task(watch())
-    return event
 
 
 async def run_worker_only(settings: Settings) -> None:

@@ -69,9 +69,16 @@ class Tenant:
         handle = handle or f"acct{len(self.accounts)}"
         response = await self.post(
             "/social-accounts",
-            json={"platform": platform, "handle": handle, "displayName": handle.title(),
-                  "credentials": {"accessToken": f"fake-{self.workspace_id}-{handle}", "refreshToken": "r",
-                                  "expiresAt": "2030-01-01T00:00:00Z"}},
+            json={
+                "platform": platform,
+                "handle": handle,
+                "displayName": handle.title(),
+                "credentials": {
+                    "accessToken": f"fake-{self.workspace_id}-{handle}",
+                    "refreshToken": "r",
+                    "expiresAt": "2030-01-01T00:00:00Z",
+                },
+            },
         )
         assert response.status_code == 201, response.text
         self.accounts.append(response.json())
@@ -85,14 +92,23 @@ class Tenant:
         assert response.status_code == 201, response.text
         return response.json()
 
-    async def make_key(self, *, role: str | None = None, scopes: list[str] | None = None, email: str | None = None,
-                       extra_workspaces: list[str] | None = None) -> str:
+    async def make_key(
+        self,
+        *,
+        role: str | None = None,
+        scopes: list[str] | None = None,
+        email: str | None = None,
+        extra_workspaces: list[str] | None = None,
+    ) -> str:
         from postwright.workspaces.auth import ALL_SCOPES
 
         async with unit_of_work(create_sessionmaker(self._engine)) as session:
             created = await workspaces_service.create_key(
-                session, workspace_ids=[self.workspace_id, *(extra_workspaces or [])],
-                scopes=scopes if scopes is not None else ALL_SCOPES, role=role, email=email,
+                session,
+                workspace_ids=[self.workspace_id, *(extra_workspaces or [])],
+                scopes=scopes if scopes is not None else ALL_SCOPES,
+                role=role,
+                email=email,
             )
         return created.raw_key
 

@@ -29,11 +29,18 @@ async def fetch(engine: AsyncEngine, sql: str, **params: Any) -> list[Any]:
 
 async def job_for(engine: AsyncEngine, workflow_id: str) -> Any:
     job_id = int(workflow_id.removeprefix("wf_"))
-    rows = await fetch(engine, "SELECT id, entrypoint, payload, execute_after, status FROM pgqueuer WHERE id = :id", id=job_id)
+    rows = await fetch(
+        engine, "SELECT id, entrypoint, payload, execute_after, status FROM pgqueuer WHERE id = :id", id=job_id
+    )
     assert rows, f"no pgqueuer job {job_id}"
     row = rows[0]
-    return {"id": row.id, "entrypoint": row.entrypoint, "payload": json.loads(bytes(row.payload)),
-            "execute_after": row.execute_after, "status": row.status}
+    return {
+        "id": row.id,
+        "entrypoint": row.entrypoint,
+        "payload": json.loads(bytes(row.payload)),
+        "execute_after": row.execute_after,
+        "status": row.status,
+    }
 
 
 async def jobs_for_post(engine: AsyncEngine, post_id: str) -> list[dict[str, Any]]:

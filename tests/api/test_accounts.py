@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 
-
 from .helpers import fetch, future
 
 
 async def test_import_encrypts_tokens_and_never_returns_them(make_tenant, engine, app):
     tenant = await make_tenant(accounts=0)
-    response = await tenant.post("/social-accounts", json={
-        "platform": "LINKEDIN_PERSON", "handle": "jane", "displayName": "Jane",
-        "credentials": {"accessToken": "super-secret-access", "refreshToken": "super-secret-refresh",
-                        "expiresAt": "2030-05-01T00:00:00Z"},
-    })
+    response = await tenant.post(
+        "/social-accounts",
+        json={
+            "platform": "LINKEDIN_PERSON",
+            "handle": "jane",
+            "displayName": "Jane",
+            "credentials": {
+                "accessToken": "super-secret-access",
+                "refreshToken": "super-secret-refresh",
+                "expiresAt": "2030-05-01T00:00:00Z",
+            },
+        },
+    )
     assert response.status_code == 201
     account = response.json()
     assert account["id"].startswith("soc_")
@@ -36,7 +43,9 @@ async def test_reimport_reconnects_the_same_account(make_tenant):
     tenant = await make_tenant(accounts=0)
     body = {"platform": "X", "handle": "Brand", "credentials": {"accessToken": "a1"}}
     first = await tenant.post("/social-accounts", json=body)
-    again = await tenant.post("/social-accounts", json={**body, "handle": "brand", "credentials": {"accessToken": "a2"}})
+    again = await tenant.post(
+        "/social-accounts", json={**body, "handle": "brand", "credentials": {"accessToken": "a2"}}
+    )
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]
     actions = [e["action"] for e in (await tenant.get("/audit-log")).json()["data"]]
@@ -74,7 +83,9 @@ async def test_delete_account(tenant, engine):
     response = await tenant.delete(f"/social-accounts/{account['id']}")
     assert response.status_code == 200
     assert (await tenant.get(f"/social-accounts/{account['id']}")).status_code == 404
-    rows = await fetch(engine, "SELECT deleted_at, credentials_encrypted FROM social_accounts WHERE id = :id", id=account["id"])
+    rows = await fetch(
+        engine, "SELECT deleted_at, credentials_encrypted FROM social_accounts WHERE id = :id", id=account["id"]
+    )
     assert rows[0].deleted_at is not None and rows[0].credentials_encrypted is None
     response = await tenant.post("/posts", json={"platforms": [{"accountId": account["id"]}]})
     assert response.status_code == 400
@@ -120,7 +131,9 @@ async def test_logs_never_contain_secrets():
 
     stream = io.StringIO()
     configure_logging("INFO", stream=stream)
-    structlog.get_logger("t").info("account.import", accessToken="tok-123", header="Bearer abc.def", key="pw_live_XYZ123")
+    structlog.get_logger("t").info(
+        "account.import", accessToken="tok-123", header="Bearer abc.def", key="pw_live_XYZ123"
+    )
     out = stream.getvalue()
     line = json.loads(out.strip().splitlines()[-1])
     assert "tok-123" not in out and "abc.def" not in out and "pw_live_XYZ123" not in out

@@ -72,7 +72,11 @@ async def test_missing_scope_is_403_forbidden_scope(tenant):
 
 async def test_scheduling_needs_publish_write(tenant):
     writer = await tenant.make_key(scopes=["posts:read", "posts:write"])
-    body = {"platforms": [{"accountId": tenant.accounts[0]["id"]}], "content": "x", "scheduledFor": "2030-01-01T00:00:00Z"}
+    body = {
+        "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+        "content": "x",
+        "scheduledFor": "2030-01-01T00:00:00Z",
+    }
     response = await tenant.post("/posts", key=writer, json=body)
     assert response.status_code == 403
     assert response.json()["code"] == "FORBIDDEN_SCOPE"

@@ -35,7 +35,10 @@ async def test_malformed_json_is_400(tenant):
         ({"platforms": "X"}, "platforms"),
         ({"platforms": [{"accountId": 5}]}, "platforms[0].accountId"),
         ({"platforms": [{"accountId": "soc_x"}], "content": 12}, "content"),
-        ({"platforms": [{"accountId": "soc_x"}], "mediaItems": [{"type": "SOUND", "url": "https://a/b"}]}, "mediaItems[0].type"),
+        (
+            {"platforms": [{"accountId": "soc_x"}], "mediaItems": [{"type": "SOUND", "url": "https://a/b"}]},
+            "mediaItems[0].type",
+        ),
         ({"platforms": [{"accountId": "soc_x"}], "surprise": True}, "surprise"),
         ([1, 2], "body"),
     ],

@@ -35,7 +35,7 @@ def file_server() -> Iterator[str]:
     body = png(32, 32)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/image.png":
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -72,13 +72,15 @@ def loopback_fetch(app):
 
 
 async def upload(tenant, data: bytes, mime: str = "image/png", declared: int | None = None) -> dict:
-    presign = await tenant.post("/media/presign", json={"filename": "a.png", "mimeType": mime,
-                                                       "sizeBytes": declared or len(data)})
+    presign = await tenant.post(
+        "/media/presign", json={"filename": "a.png", "mimeType": mime, "sizeBytes": declared or len(data)}
+    )
     assert presign.status_code == 201, presign.text
     body = presign.json()
     url = urlsplit(body["uploadUrl"])
-    put = await tenant.client.put(f"{url.path.removeprefix('/api/v1')}?{url.query}", content=data,
-                                  headers={"Content-Type": mime})
+    put = await tenant.client.put(
+        f"{url.path.removeprefix('/api/v1')}?{url.query}", content=data, headers={"Content-Type": mime}
+    )
     return {"presign": body, "put": put}
 
 
@@ -146,15 +148,20 @@ async def test_type_mismatch_marks_failed(tenant):
 
 
 async def test_presign_refuses_unknown_type_and_huge_size(tenant):
-    assert (await tenant.post("/media/presign", json={"filename": "x.exe", "mimeType": "application/x-msdownload",
-                                                     "sizeBytes": 10})).status_code == 400
-    assert (await tenant.post("/media/presign", json={"filename": "x.png", "mimeType": "image/png",
-                                                     "sizeBytes": 10**10})).status_code == 400
+    assert (
+        await tenant.post(
+            "/media/presign", json={"filename": "x.exe", "mimeType": "application/x-msdownload", "sizeBytes": 10}
+        )
+    ).status_code == 400
+    assert (
+        await tenant.post("/media/presign", json={"filename": "x.png", "mimeType": "image/png", "sizeBytes": 10**10})
+    ).status_code == 400
 
 
 async def test_from_url_ingests_and_sniffs(tenant, file_server):
-    response = await tenant.post("/media/from-url", json={"url": f"{file_server}/image.png", "type": "image",
-                                                        "altText": "logo"})
+    response = await tenant.post(
+        "/media/from-url", json={"url": f"{file_server}/image.png", "type": "image", "altText": "logo"}
+    )
     assert response.status_code == 201, response.text
     asset = response.json()
     assert (asset["kind"], asset["mimeType"], asset["width"], asset["status"]) == ("IMAGE", "image/png", 32, "READY")
@@ -197,8 +204,15 @@ async def test_from_url_refuses_name_resolving_to_private(tenant, app):
     assert (await tenant.get("/media")).json()["data"] == []
 
 
-@pytest.mark.parametrize("url", ["https://169.254.169.254/latest/meta-data", "https://[::ffff:10.0.0.1]/a.png",
-                                 "ftp://example.com/a.png", "https://user:pw@example.com/a.png"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::ffff:10.0.0.1]/a.png",
+        "ftp://example.com/a.png",
+        "https://user:pw@example.com/a.png",
+    ],
+)
 async def test_from_url_refusals_store_nothing(tenant, url):
     response = await tenant.post("/media/from-url", json={"url": url})
     assert response.status_code == 400
@@ -207,10 +221,14 @@ async def test_from_url_refusals_store_nothing(tenant, url):
 
 
 async def test_media_items_in_post_create(tenant, file_server):
-    response = await tenant.post("/posts", json={
-        "content": "with media", "platforms": [{"accountId": tenant.accounts[0]["id"]}],
-        "mediaItems": [{"type": "IMAGE", "url": f"{file_server}/image.png", "altText": "a"}],
-    })
+    response = await tenant.post(
+        "/posts",
+        json={
+            "content": "with media",
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "mediaItems": [{"type": "IMAGE", "url": f"{file_server}/image.png", "altText": "a"}],
+        },
+    )
     assert response.status_code == 201, response.text
     media = response.json()["media"]
     assert len(media) == 1 and media[0]["order"] == 0
@@ -219,10 +237,13 @@ async def test_media_items_in_post_create(tenant, file_server):
 
 
 async def test_media_items_refusal_names_the_item(tenant, file_server):
-    response = await tenant.post("/posts", json={
-        "platforms": [{"accountId": tenant.accounts[0]["id"]}],
-        "mediaItems": [{"type": "image", "url": f"{file_server}/text"}],
-    })
+    response = await tenant.post(
+        "/posts",
+        json={
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "mediaItems": [{"type": "image", "url": f"{file_server}/text"}],
+        },
+    )
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "mediaItems[0].url"
     assert (await tenant.get("/posts")).json()["data"] == []
@@ -288,8 +309,9 @@ async def test_orphaned_uploads_are_swept(tenant, app, engine):
     result = await upload(tenant, png())
     media_id = result["presign"]["id"]
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE media_assets SET created_at = now() - interval '25 hours' WHERE id = :id"),
-                           {"id": media_id})
+        await conn.execute(
+            text("UPDATE media_assets SET created_at = now() - interval '25 hours' WHERE id = :id"), {"id": media_id}
+        )
     async with unit_of_work(create_sessionmaker(engine)) as session:
         await media_service.sweep(session, app.state.media)
     await asyncio.sleep(0)
@@ -299,7 +321,9 @@ async def test_orphaned_uploads_are_swept(tenant, app, engine):
 
 async def test_media_needs_media_write(tenant):
     key = await tenant.make_key(scopes=["posts:read"])
-    response = await tenant.post("/media/presign", key=key, json={"filename": "a.png", "mimeType": "image/png", "sizeBytes": 5})
+    response = await tenant.post(
+        "/media/presign", key=key, json={"filename": "a.png", "mimeType": "image/png", "sizeBytes": 5}
+    )
     assert response.status_code == 403
     assert response.json()["code"] == "FORBIDDEN_SCOPE"
 
@@ -308,7 +332,10 @@ async def test_other_workspace_media_is_404(make_tenant, file_server):
     owner = await make_tenant(accounts=0)
     other = await make_tenant(accounts=0)
     asset = (await owner.post("/media/from-url", json={"url": f"{file_server}/image.png"})).json()
-    for method, path in (("GET", f"/media/{asset['id']}"), ("DELETE", f"/media/{asset['id']}"),
-                         ("POST", f"/media/{asset['id']}/complete")):
+    for method, path in (
+        ("GET", f"/media/{asset['id']}"),
+        ("DELETE", f"/media/{asset['id']}"),
+        ("POST", f"/media/{asset['id']}/complete"),
+    ):
         assert (await other.request(method, path)).status_code == 404
     assert (await other.get("/media")).json()["data"] == []

@@ -25,11 +25,19 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-async def s3_client(settings: Settings, engine, app, moto_endpoint: str) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
-    s3_settings = settings.model_copy(update={
-        "storage": "s3", "s3_bucket": "pw-media", "s3_endpoint_url": moto_endpoint, "s3_region": "us-east-1",
-        "s3_access_key_id": "testing", "s3_secret_access_key": "testing",
-    })
+async def s3_client(
+    settings: Settings, engine, app, moto_endpoint: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+    s3_settings = settings.model_copy(
+        update={
+            "storage": "s3",
+            "s3_bucket": "pw-media",
+            "s3_endpoint_url": moto_endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key_id": "testing",
+            "s3_secret_access_key": "testing",
+        }
+    )
     s3_app = create_app(s3_settings, engine=engine)
     await s3_app.state.media.storage.ensure_bucket()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=s3_app), base_url="http://test/api/v1") as client:
@@ -39,13 +47,14 @@ async def s3_client(settings: Settings, engine, app, moto_endpoint: str) -> Asyn
 
 
 async def test_s3_presigned_round_trip(s3_client, tenant):
-    client, s3_app = s3_client
+    client, _ = s3_client
     buffer = io.BytesIO()
     Image.new("RGB", (12, 7)).save(buffer, "PNG")
     data = buffer.getvalue()
     headers = {"Authorization": f"Bearer {tenant.key}"}
-    presign = await client.post("/media/presign", headers=headers,
-                                json={"filename": "a.png", "mimeType": "image/png", "sizeBytes": len(data)})
+    presign = await client.post(
+        "/media/presign", headers=headers, json={"filename": "a.png", "mimeType": "image/png", "sizeBytes": len(data)}
+    )
     assert presign.status_code == 201, presign.text
     upload_url = presign.json()["uploadUrl"]
     assert upload_url.startswith("http://127.0.0.1:")  # a presigned S3 URL, not this server

@@ -11,11 +11,17 @@ from .helpers import fetch, future, job_for, parse
 
 async def test_flat_shape_creates_draft(tenant):
     acc = tenant.accounts
-    response = await tenant.post("/posts", json={
-        "content": "Launch day", "timezone": "Europe/Stockholm",
-        "platforms": [{"accountId": acc[0]["id"], "firstComment": "link in bio", "platformOptions": {"platform": "X"}},
-                      {"accountId": acc[1]["id"], "captionOverride": "Other text"}],
-    })
+    response = await tenant.post(
+        "/posts",
+        json={
+            "content": "Launch day",
+            "timezone": "Europe/Stockholm",
+            "platforms": [
+                {"accountId": acc[0]["id"], "firstComment": "link in bio", "platformOptions": {"platform": "X"}},
+                {"accountId": acc[1]["id"], "captionOverride": "Other text"},
+            ],
+        },
+    )
     assert response.status_code == 201
     post = response.json()
     assert post["id"].startswith("post_")
@@ -32,16 +38,27 @@ async def test_flat_shape_creates_draft(tenant):
     assert t0["platformOptions"] == {"platform": "X"}
     assert t1["captionOverride"] == "Other text"
     assert t1["scheduledFor"] is None
-    for key in ("firstCommentError", "externalPostId", "externalUrl", "errorCode", "errorMessage", "lastAttemptAt",
-                "publishedAt"):
+    for key in (
+        "firstCommentError",
+        "externalPostId",
+        "externalUrl",
+        "errorCode",
+        "errorMessage",
+        "lastAttemptAt",
+        "publishedAt",
+    ):
         assert t0[key] is None
     assert t0["attemptCount"] == 0
 
 
 async def test_nested_shape(tenant):
-    response = await tenant.post("/posts", json={
-        "caption": "Nested", "targets": [{"socialAccountId": tenant.accounts[0]["id"], "firstComment": "hi"}],
-    })
+    response = await tenant.post(
+        "/posts",
+        json={
+            "caption": "Nested",
+            "targets": [{"socialAccountId": tenant.accounts[0]["id"], "firstComment": "hi"}],
+        },
+    )
     assert response.status_code == 201
     post = response.json()
     assert post["createdViaFlatShape"] is False
@@ -78,10 +95,14 @@ async def test_scheduled_post_enqueues_job_in_same_transaction(tenant, engine):
 
 async def test_failed_create_leaves_no_job_and_no_post(tenant, engine):
     before = await fetch(engine, "SELECT count(*) AS n FROM pgqueuer")
-    response = await tenant.post("/posts", json={
-        "content": "x" * 300, "scheduledFor": future(hours=1),
-        "platforms": [{"accountId": tenant.accounts[0]["id"]}],
-    })
+    response = await tenant.post(
+        "/posts",
+        json={
+            "content": "x" * 300,
+            "scheduledFor": future(hours=1),
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+        },
+    )
     assert response.status_code == 400  # X allows 280 characters
     after = await fetch(engine, "SELECT count(*) AS n FROM pgqueuer")
     assert after[0].n == before[0].n
@@ -94,8 +115,10 @@ async def test_failed_create_leaves_no_job_and_no_post(tenant, engine):
         ({"content": "x" * 10001}, "content"),
         ({"platforms": [{"accountId": "A", "captionOverride": "x" * 10001}]}, "platforms[0].captionOverride"),
         ({"platforms": [{"accountId": "A", "firstComment": "x" * 2001}]}, "platforms[0].firstComment"),
-        ({"mediaItems": [{"type": "image", "url": "https://example.com/a.png", "altText": "x" * 1001}]},
-         "mediaItems[0].altText"),
+        (
+            {"mediaItems": [{"type": "image", "url": "https://example.com/a.png", "altText": "x" * 1001}]},
+            "mediaItems[0].altText",
+        ),
         ({"platforms": []}, "platforms"),
     ],
 )
@@ -134,15 +157,19 @@ async def test_inactive_account_is_400(tenant, engine):
     from sqlalchemy import text
 
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE social_accounts SET status='EXPIRED' WHERE id=:id"), {"id": tenant.accounts[0]["id"]})
+        await conn.execute(
+            text("UPDATE social_accounts SET status='EXPIRED' WHERE id=:id"), {"id": tenant.accounts[0]["id"]}
+        )
     response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}]})
     assert response.status_code == 400
     assert "EXPIRED" in response.json()["details"][0]["message"]
 
 
 async def test_unknown_media_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "mediaIds": ["med_01HZZZZZZZZZZZZZZZZZZZZZZZ"]})
+    response = await tenant.post(
+        "/posts",
+        json={"platforms": [{"accountId": tenant.accounts[0]["id"]}], "mediaIds": ["med_01HZZZZZZZZZZZZZZZZZZZZZZZ"]},
+    )
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "mediaIds"
 
@@ -153,14 +180,23 @@ async def test_other_workspace_media_is_400(make_tenant, engine):
     from sqlalchemy import text
 
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
-            "VALUES ('med_OWNED1', :ws, 'IMAGE', 'image/png', 'READY', 'k', now(), now())"
-        ), {"ws": owner.workspace_id})
-    ok = await owner.post("/posts", json={"platforms": [{"accountId": owner.accounts[0]["id"]}], "mediaIds": ["med_OWNED1"]})
+        await conn.execute(
+            text(
+                "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
+                "VALUES ('med_OWNED1', :ws, 'IMAGE', 'image/png', 'READY', 'k', now(), now())"
+            ),
+            {"ws": owner.workspace_id},
+        )
+    ok = await owner.post(
+        "/posts", json={"platforms": [{"accountId": owner.accounts[0]["id"]}], "mediaIds": ["med_OWNED1"]}
+    )
     assert ok.status_code == 201
-    assert ok.json()["media"] == [{"postId": ok.json()["id"], "mediaAssetId": "med_OWNED1", "order": 0, "altText": None}]
-    refused = await other.post("/posts", json={"platforms": [{"accountId": other.accounts[0]["id"]}], "mediaIds": ["med_OWNED1"]})
+    assert ok.json()["media"] == [
+        {"postId": ok.json()["id"], "mediaAssetId": "med_OWNED1", "order": 0, "altText": None}
+    ]
+    refused = await other.post(
+        "/posts", json={"platforms": [{"accountId": other.accounts[0]["id"]}], "mediaIds": ["med_OWNED1"]}
+    )
     assert refused.status_code == 400
 
 
@@ -168,8 +204,9 @@ async def test_other_workspace_media_is_400(make_tenant, engine):
 
 
 async def test_naive_time_without_timezone_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "scheduledFor": "2031-06-01T09:00:00"})
+    response = await tenant.post(
+        "/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}], "scheduledFor": "2031-06-01T09:00:00"}
+    )
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "scheduledFor"
 
@@ -186,28 +223,37 @@ async def test_offset_time_is_stored_in_utc(tenant):
 
 
 async def test_dst_gap_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "scheduledFor": "2031-03-30T02:30:00", "timezone": "Europe/Stockholm"})
+    response = await tenant.post(
+        "/posts",
+        json={
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "scheduledFor": "2031-03-30T02:30:00",
+            "timezone": "Europe/Stockholm",
+        },
+    )
     assert response.status_code == 400
     assert "daylight" in response.json()["message"]
 
 
 async def test_unknown_timezone_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "timezone": "Mars/Olympus"})
+    response = await tenant.post(
+        "/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}], "timezone": "Mars/Olympus"}
+    )
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "timezone"
 
 
 async def test_garbage_time_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "scheduledFor": "next tuesday"})
+    response = await tenant.post(
+        "/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}], "scheduledFor": "next tuesday"}
+    )
     assert response.status_code == 400
 
 
 async def test_more_than_60s_past_is_400(tenant):
-    response = await tenant.post("/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}],
-                                               "scheduledFor": future(seconds=-90)})
+    response = await tenant.post(
+        "/posts", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}], "scheduledFor": future(seconds=-90)}
+    )
     assert response.status_code == 400
     assert "past" in response.json()["message"]
 
@@ -226,8 +272,10 @@ async def test_platform_rules_skip_drafts_but_block_scheduling(tenant):
     long = "y" * 281
     draft = await tenant.create_post(content=long)
     assert draft["status"] == "DRAFT"
-    response = await tenant.post("/posts", json={"content": long, "scheduledFor": future(hours=1),
-                                               "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    response = await tenant.post(
+        "/posts",
+        json={"content": long, "scheduledFor": future(hours=1), "platforms": [{"accountId": tenant.accounts[0]["id"]}]},
+    )
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "targets[0]"
     assert "280" in response.json()["details"][0]["message"]
@@ -262,8 +310,12 @@ async def test_idempotency_key_with_other_body_is_422(tenant):
 async def test_idempotency_keys_are_per_api_key(make_tenant):
     a = await make_tenant(accounts=1)
     b = await make_tenant(accounts=1)
-    ra = await a.post("/posts", json={"platforms": [{"accountId": a.accounts[0]["id"]}]}, headers={"Idempotency-Key": "same"})
-    rb = await b.post("/posts", json={"platforms": [{"accountId": b.accounts[0]["id"]}]}, headers={"Idempotency-Key": "same"})
+    ra = await a.post(
+        "/posts", json={"platforms": [{"accountId": a.accounts[0]["id"]}]}, headers={"Idempotency-Key": "same"}
+    )
+    rb = await b.post(
+        "/posts", json={"platforms": [{"accountId": b.accounts[0]["id"]}]}, headers={"Idempotency-Key": "same"}
+    )
     assert ra.status_code == rb.status_code == 201
     assert ra.json()["id"] != rb.json()["id"]
 

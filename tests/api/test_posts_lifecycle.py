@@ -24,8 +24,15 @@ async def set_post_status(engine, post_id: str, status: str) -> None:
 async def make_failed(tenant, engine, **target_values):
     post = await tenant.create_post(scheduledFor=future(hours=1))
     for t in post["targets"]:
-        await set_target(engine, t["id"], status="FAILED", error_code="PLATFORM_ERROR", error_message="boom",
-                         attempt_count=1, **target_values)
+        await set_target(
+            engine,
+            t["id"],
+            status="FAILED",
+            error_code="PLATFORM_ERROR",
+            error_message="boom",
+            attempt_count=1,
+            **target_values,
+        )
     await set_post_status(engine, post["id"], "FAILED")
     return post
 
@@ -64,8 +71,9 @@ async def test_list_filters(make_tenant):
     x = await tenant.add_account("X", "xacct")
     bsky = await tenant.add_account("LINKEDIN_PERSON", "liacct")
     draft = await tenant.create_post(content="alpha 100% draft", platforms=[{"accountId": x["id"]}])
-    scheduled = await tenant.create_post(content="beta", scheduledFor="2031-05-01T00:00:00Z",
-                                         platforms=[{"accountId": bsky["id"]}])
+    scheduled = await tenant.create_post(
+        content="beta", scheduledFor="2031-05-01T00:00:00Z", platforms=[{"accountId": bsky["id"]}]
+    )
 
     async def ids(query: str) -> list[str]:
         response = await tenant.get(f"/posts?{query}")
@@ -108,11 +116,16 @@ async def test_status_view(tenant):
 async def test_attempts_survive_an_edit(tenant, engine):
     post = await make_failed(tenant, engine)
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO publish_attempts (id, post_id, target_id, social_account_id, platform, attempt_number, kind, "
-            "status, started_at, error_code) VALUES ('att_1', :p, :t, :a, 'X', 1, 'PUBLISH', 'FAILED', now(), 'PLATFORM_ERROR')"
-        ), {"p": post["id"], "t": post["targets"][0]["id"], "a": post["targets"][0]["socialAccountId"]})
-    edited = await tenant.patch(f"/posts/{post['id']}", json={"content": "fixed", "platforms": [{"accountId": tenant.accounts[1]["id"]}]})
+        await conn.execute(
+            text(
+                "INSERT INTO publish_attempts (id, post_id, target_id, social_account_id, platform, attempt_number, kind, "
+                "status, started_at, error_code) VALUES ('att_1', :p, :t, :a, 'X', 1, 'PUBLISH', 'FAILED', now(), 'PLATFORM_ERROR')"
+            ),
+            {"p": post["id"], "t": post["targets"][0]["id"], "a": post["targets"][0]["socialAccountId"]},
+        )
+    edited = await tenant.patch(
+        f"/posts/{post['id']}", json={"content": "fixed", "platforms": [{"accountId": tenant.accounts[1]["id"]}]}
+    )
     assert edited.status_code == 200
     attempts = (await tenant.get(f"/posts/{post['id']}/attempts")).json()["data"]
     assert [a["id"] for a in attempts] == ["att_1"]
@@ -125,9 +138,13 @@ async def test_attempts_survive_an_edit(tenant, engine):
 
 async def test_patch_replaces_targets_and_media_wholesale(tenant, engine):
     post = await tenant.create_post(platforms=[{"accountId": tenant.accounts[0]["id"], "firstComment": "c"}])
-    response = await tenant.patch(f"/posts/{post['id']}", json={
-        "targets": [{"socialAccountId": tenant.accounts[1]["id"], "captionOverride": "new"}], "caption": "v2",
-    })
+    response = await tenant.patch(
+        f"/posts/{post['id']}",
+        json={
+            "targets": [{"socialAccountId": tenant.accounts[1]["id"], "captionOverride": "new"}],
+            "caption": "v2",
+        },
+    )
     assert response.status_code == 200, response.text
     edited = response.json()
     assert edited["caption"] == "v2"
@@ -141,10 +158,16 @@ async def test_patch_replaces_targets_and_media_wholesale(tenant, engine):
 
 async def test_patch_of_scheduled_post_supersedes_old_job(tenant, engine):
     post = await tenant.create_post(scheduledFor="2031-01-01T00:00:00Z")
-    edited = (await tenant.patch(f"/posts/{post['id']}", json={
-        "content": "edited", "scheduledFor": "2031-02-01T00:00:00Z",
-        "platforms": [{"accountId": tenant.accounts[0]["id"]}],
-    })).json()
+    edited = (
+        await tenant.patch(
+            f"/posts/{post['id']}",
+            json={
+                "content": "edited",
+                "scheduledFor": "2031-02-01T00:00:00Z",
+                "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            },
+        )
+    ).json()
     assert edited["status"] == "SCHEDULED"
     assert edited["workflowId"] != post["workflowId"]
     new_job = await job_for(engine, edited["workflowId"])
@@ -154,7 +177,9 @@ async def test_patch_of_scheduled_post_supersedes_old_job(tenant, engine):
 
 async def test_patch_without_time_turns_scheduled_into_draft(tenant):
     post = await tenant.create_post(scheduledFor="2031-01-01T00:00:00Z")
-    edited = (await tenant.patch(f"/posts/{post['id']}", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}]})).json()
+    edited = (
+        await tenant.patch(f"/posts/{post['id']}", json={"platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    ).json()
     assert edited["status"] == "DRAFT"
     assert edited["workflowId"] is None
 
@@ -173,8 +198,14 @@ async def test_patch_refused_while_publishing_or_published(tenant, engine, statu
 async def test_patch_of_canceled_post_revives_it(tenant):
     post = await tenant.create_post(scheduledFor=future(hours=1))
     await tenant.post(f"/posts/{post['id']}/cancel")
-    response = await tenant.patch(f"/posts/{post['id']}", json={
-        "content": "again", "scheduledFor": future(hours=2), "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    response = await tenant.patch(
+        f"/posts/{post['id']}",
+        json={
+            "content": "again",
+            "scheduledFor": future(hours=2),
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+        },
+    )
     assert response.status_code == 200, response.text
     edited = response.json()
     assert edited["status"] == "SCHEDULED"
@@ -184,7 +215,9 @@ async def test_patch_of_canceled_post_revives_it(tenant):
 async def test_viewer_cannot_patch(tenant):
     viewer = await tenant.make_key(role="VIEWER")
     post = await tenant.create_post()
-    response = await tenant.patch(f"/posts/{post['id']}", key=viewer, json={"platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    response = await tenant.patch(
+        f"/posts/{post['id']}", key=viewer, json={"platforms": [{"accountId": tenant.accounts[0]["id"]}]}
+    )
     assert response.status_code == 403
     assert response.json()["code"] == "FORBIDDEN_ROLE"
 
@@ -327,9 +360,13 @@ async def test_reschedule_moves_time_and_requeues(tenant, engine):
 
 async def test_reschedule_refuses_past_and_drafts(tenant):
     post = await tenant.create_post(scheduledFor=future(hours=1))
-    assert (await tenant.post(f"/posts/{post['id']}/reschedule", json={"scheduledFor": "2020-01-01T00:00:00Z"})).status_code == 400
+    assert (
+        await tenant.post(f"/posts/{post['id']}/reschedule", json={"scheduledFor": "2020-01-01T00:00:00Z"})
+    ).status_code == 400
     draft = await tenant.create_post()
-    assert (await tenant.post(f"/posts/{draft['id']}/reschedule", json={"scheduledFor": future(hours=1)})).status_code == 409
+    assert (
+        await tenant.post(f"/posts/{draft['id']}/reschedule", json={"scheduledFor": future(hours=1)})
+    ).status_code == 409
     assert (await tenant.post(f"/posts/{post['id']}/reschedule", json={})).status_code == 400
 
 
@@ -345,9 +382,15 @@ async def require_approval(tenant, value: bool = True) -> None:
 async def test_editor_posts_need_approval_and_admin_approves(tenant, engine):
     await require_approval(tenant)
     editor = await tenant.make_key(role="EDITOR", email="editor@example.com")
-    response = await tenant.post("/posts", key=editor, json={
-        "content": "needs a look", "scheduledFor": "2031-01-01T00:00:00Z",
-        "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    response = await tenant.post(
+        "/posts",
+        key=editor,
+        json={
+            "content": "needs a look",
+            "scheduledFor": "2031-01-01T00:00:00Z",
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+        },
+    )
     assert response.status_code == 201
     post = response.json()
     assert post["status"] == "NEEDS_APPROVAL"
@@ -375,8 +418,11 @@ async def test_owner_posts_skip_approval(tenant):
 async def test_reject_sends_post_back_to_draft(tenant):
     await require_approval(tenant)
     editor = await tenant.make_key(role="EDITOR", email="editor2@example.com")
-    response = await tenant.post("/posts", key=editor, json={
-        "content": "c", "scheduledFor": future(hours=1), "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    response = await tenant.post(
+        "/posts",
+        key=editor,
+        json={"content": "c", "scheduledFor": future(hours=1), "platforms": [{"accountId": tenant.accounts[0]["id"]}]},
+    )
     assert response.status_code == 201, response.text
     post = response.json()
     rejected = await tenant.post(f"/posts/{post['id']}/reject", json={"reason": "off-brand"})
@@ -395,8 +441,17 @@ async def test_approval_setting_needs_admin(tenant):
 async def test_cancel_needs_approval_post(tenant):
     await require_approval(tenant)
     editor = await tenant.make_key(role="EDITOR", email="editor4@example.com")
-    post = (await tenant.post("/posts", key=editor, json={
-        "content": "c", "scheduledFor": future(hours=1), "platforms": [{"accountId": tenant.accounts[0]["id"]}]})).json()
+    post = (
+        await tenant.post(
+            "/posts",
+            key=editor,
+            json={
+                "content": "c",
+                "scheduledFor": future(hours=1),
+                "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            },
+        )
+    ).json()
     canceled = (await tenant.post(f"/posts/{post['id']}/cancel", key=editor)).json()
     assert canceled["status"] == "CANCELED"
 
@@ -430,12 +485,20 @@ async def test_retry_of_unknown_target_is_404(tenant):
 
 
 async def test_first_comment_retry_with_cooldown(tenant, engine):
-    post = await tenant.create_post(scheduledFor=future(hours=1),
-                                    platforms=[{"accountId": tenant.accounts[0]["id"], "firstComment": "hello"}])
+    post = await tenant.create_post(
+        scheduledFor=future(hours=1), platforms=[{"accountId": tenant.accounts[0]["id"], "firstComment": "hello"}]
+    )
     target = post["targets"][0]
-    await set_target(engine, target["id"], status="PUBLISHED", first_comment_error="comments disabled",
-                     first_comment_attempt=1, first_comment_last_attempt_at=datetime.now(UTC) - timedelta(seconds=10),
-                     published_at=datetime.now(UTC), external_post_id="123")
+    await set_target(
+        engine,
+        target["id"],
+        status="PUBLISHED",
+        first_comment_error="comments disabled",
+        first_comment_attempt=1,
+        first_comment_last_attempt_at=datetime.now(UTC) - timedelta(seconds=10),
+        published_at=datetime.now(UTC),
+        external_post_id="123",
+    )
     await set_post_status(engine, post["id"], "PUBLISHED")
     url = f"/posts/{post['id']}/targets/{target['id']}/first-comment/retry"
     early = await tenant.post(url)
@@ -495,22 +558,35 @@ async def test_delete_refused_states(tenant, engine, status):
 async def test_delete_media_removes_only_unshared_media(tenant, engine):
     async with engine.begin() as conn:
         for mid in ("med_SHARED", "med_ALONE"):
-            await conn.execute(text(
-                "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
-                "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"), {"id": mid, "ws": tenant.workspace_id})
+            await conn.execute(
+                text(
+                    "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
+                    "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"
+                ),
+                {"id": mid, "ws": tenant.workspace_id},
+            )
     doomed = await tenant.create_post(mediaIds=["med_SHARED", "med_ALONE"])
     await tenant.create_post(mediaIds=["med_SHARED"])
     assert (await tenant.delete(f"/posts/{doomed['id']}?deleteMedia=true")).status_code == 200
-    rows = {r.id: r.deleted_at for r in await fetch(engine, "SELECT id, deleted_at FROM media_assets WHERE workspace_id = :ws", ws=tenant.workspace_id)}
+    rows = {
+        r.id: r.deleted_at
+        for r in await fetch(
+            engine, "SELECT id, deleted_at FROM media_assets WHERE workspace_id = :ws", ws=tenant.workspace_id
+        )
+    }
     assert rows["med_SHARED"] is None
     assert rows["med_ALONE"] is not None
 
 
 async def test_delete_without_delete_media_keeps_media(tenant, engine):
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
-            "VALUES ('med_KEEP', :ws, 'IMAGE', 'image/png', 'READY', 'k', now(), now())"), {"ws": tenant.workspace_id})
+        await conn.execute(
+            text(
+                "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
+                "VALUES ('med_KEEP', :ws, 'IMAGE', 'image/png', 'READY', 'k', now(), now())"
+            ),
+            {"ws": tenant.workspace_id},
+        )
     post = await tenant.create_post(mediaIds=["med_KEEP"])
     await tenant.delete(f"/posts/{post['id']}")
     rows = await fetch(engine, "SELECT deleted_at FROM media_assets WHERE id = 'med_KEEP'")
@@ -522,8 +598,10 @@ async def test_delete_without_delete_media_keeps_media(tenant, engine):
 
 async def test_audit_log_records_lifecycle_and_pages(tenant):
     post = await tenant.create_post(scheduledFor=future(hours=1))
-    edited = await tenant.patch(f"/posts/{post['id']}", json={
-        "content": "v2", "scheduledFor": future(hours=2), "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+    edited = await tenant.patch(
+        f"/posts/{post['id']}",
+        json={"content": "v2", "scheduledFor": future(hours=2), "platforms": [{"accountId": tenant.accounts[0]["id"]}]},
+    )
     assert edited.status_code == 200, edited.text
     await tenant.post(f"/posts/{post['id']}/cancel", json={"reason": "hold"})
     await tenant.delete(f"/posts/{post['id']}")

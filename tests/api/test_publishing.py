@@ -31,13 +31,25 @@ def fake_bsky() -> Iterator[RunningFake]:
 
 @pytest.fixture
 async def publisher(settings, engine, app, fake_x) -> AsyncIterator[PublishEngine]:
-    tuned = settings.model_copy(update={
-        "platform_x_base_url": fake_x.base_url, "platform_timeout_seconds": 1.0, "publish_lease_seconds": 3.0,
-        "retry_base_seconds": 0.05, "publish_max_attempts": 3, "x_client_id": "postwright-test",
-    })
+    tuned = settings.model_copy(
+        update={
+            "platform_x_base_url": fake_x.base_url,
+            "platform_timeout_seconds": 1.0,
+            "publish_lease_seconds": 3.0,
+            "retry_base_seconds": 0.05,
+            "publish_max_attempts": 3,
+            "x_client_id": "postwright-test",
+        }
+    )
     async with aiohttp.ClientSession() as http:
-        yield PublishEngine(sessionmaker=create_sessionmaker(engine), settings=tuned, cipher=app.state.cipher,
-                            media=app.state.media, http=http, worker_id="test-worker")
+        yield PublishEngine(
+            sessionmaker=create_sessionmaker(engine),
+            settings=tuned,
+            cipher=app.state.cipher,
+            media=app.state.media,
+            http=http,
+            worker_id="test-worker",
+        )
 
 
 def token_of(tenant, index: int = 0) -> str:
@@ -45,8 +57,13 @@ def token_of(tenant, index: int = 0) -> str:
 
 
 def tweets(fake_x: RunningFake, tenant, index: int = 0) -> list:
-    return [r for r in fake_x.fake.requests(path="/2/tweets") if r.method == "POST"
-            and r.account and any(token_of(tenant, index) == k for k in fake_x.fake.account_keys_of(r.account))]
+    return [
+        r
+        for r in fake_x.fake.requests(path="/2/tweets")
+        if r.method == "POST"
+        and r.account
+        and any(token_of(tenant, index) == k for k in fake_x.fake.account_keys_of(r.account))
+    ]
 
 
 def created(fake_x: RunningFake, text_contains: str) -> list:
@@ -87,8 +104,14 @@ async def test_superseded_job_sends_nothing(tenant, publisher, fake_x, engine, c
     content = f"old {change} {tenant.workspace_id}"
     post = await due_post(tenant, content)
     if change == "edit":
-        response = await tenant.patch(f"/posts/{post['id']}", json={
-            "content": content + " v2", "scheduledFor": future(hours=1), "platforms": [{"accountId": tenant.accounts[0]["id"]}]})
+        response = await tenant.patch(
+            f"/posts/{post['id']}",
+            json={
+                "content": content + " v2",
+                "scheduledFor": future(hours=1),
+                "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            },
+        )
     elif change == "cancel":
         response = await tenant.post(f"/posts/{post['id']}/cancel")
     elif change == "reschedule":
@@ -133,8 +156,12 @@ async def test_rate_limit_exhausts_attempts_then_fails(tenant, publisher, fake_x
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
     for _ in range(3):
         async with publisher.sessionmaker() as session, session.begin():
-            await session.execute(text("UPDATE post_targets SET next_attempt_at = now() WHERE post_id = :p"), {"p": post["id"]})
-            await session.execute(text("UPDATE social_accounts SET paused_until = NULL WHERE id = :a"), {"a": tenant.accounts[0]["id"]})
+            await session.execute(
+                text("UPDATE post_targets SET next_attempt_at = now() WHERE post_id = :p"), {"p": post["id"]}
+            )
+            await session.execute(
+                text("UPDATE social_accounts SET paused_until = NULL WHERE id = :a"), {"a": tenant.accounts[0]["id"]}
+            )
         await publisher.dispatch(post["id"], 1)
     got = (await tenant.get(f"/posts/{post['id']}")).json()
     assert got["status"] == "FAILED"
@@ -183,12 +210,26 @@ async def test_answer_lost_is_looked_up_not_resent(tenant, publisher, fake_x):
 
 async def test_expired_token_is_refreshed_once_and_rotated(tenant, publisher, fake_x, engine, app):
     fake = fake_x.fake
-    account = fake.register_account(username=f"rot{tenant.workspace_id[-6:]}", access_token=f"old-{tenant.workspace_id}",
-                                    refresh_token=f"refresh-{tenant.workspace_id}")
-    imported = (await tenant.post("/social-accounts", json={
-        "platform": "X", "handle": account.username, "externalId": account.user_id,
-        "credentials": {"accessToken": f"old-{tenant.workspace_id}", "refreshToken": f"refresh-{tenant.workspace_id}",
-                        "expiresAt": "2030-01-01T00:00:00Z"}})).json()
+    account = fake.register_account(
+        username=f"rot{tenant.workspace_id[-6:]}",
+        access_token=f"old-{tenant.workspace_id}",
+        refresh_token=f"refresh-{tenant.workspace_id}",
+    )
+    imported = (
+        await tenant.post(
+            "/social-accounts",
+            json={
+                "platform": "X",
+                "handle": account.username,
+                "externalId": account.user_id,
+                "credentials": {
+                    "accessToken": f"old-{tenant.workspace_id}",
+                    "refreshToken": f"refresh-{tenant.workspace_id}",
+                    "expiresAt": "2030-01-01T00:00:00Z",
+                },
+            },
+        )
+    ).json()
     fake.expire_token(f"old-{tenant.workspace_id}")
     content = f"refresh me {tenant.workspace_id}"
     post = await due_post(tenant, content, platforms=[{"accountId": imported["id"]}])
@@ -204,10 +245,20 @@ async def test_expired_token_is_refreshed_once_and_rotated(tenant, publisher, fa
 
 async def test_refused_refresh_fails_auth_expired_and_expires_account(tenant, publisher, fake_x, engine):
     fake = fake_x.fake
-    account = fake.register_account(username=f"gone{tenant.workspace_id[-6:]}", access_token=f"dead-{tenant.workspace_id}")
-    imported = (await tenant.post("/social-accounts", json={
-        "platform": "X", "handle": account.username, "externalId": account.user_id,
-        "credentials": {"accessToken": f"dead-{tenant.workspace_id}", "refreshToken": "never-issued"}})).json()
+    account = fake.register_account(
+        username=f"gone{tenant.workspace_id[-6:]}", access_token=f"dead-{tenant.workspace_id}"
+    )
+    imported = (
+        await tenant.post(
+            "/social-accounts",
+            json={
+                "platform": "X",
+                "handle": account.username,
+                "externalId": account.user_id,
+                "credentials": {"accessToken": f"dead-{tenant.workspace_id}", "refreshToken": "never-issued"},
+            },
+        )
+    ).json()
     fake.expire_token(f"dead-{tenant.workspace_id}")
     post = await due_post(tenant, f"nope {tenant.workspace_id}", platforms=[{"accountId": imported["id"]}])
     await publisher.dispatch(post["id"], 1)
@@ -218,7 +269,9 @@ async def test_refused_refresh_fails_auth_expired_and_expires_account(tenant, pu
 
 async def test_first_comment_is_a_reply(tenant, publisher, fake_x):
     content = f"with comment {tenant.workspace_id}"
-    post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"], "firstComment": "link: example.com"}])
+    post = await due_post(
+        tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"], "firstComment": "link: example.com"}]
+    )
     await publisher.dispatch(post["id"], 1)
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
     assert got["status"] == "PUBLISHED" and got["firstCommentAttempt"] == 1 and got["firstCommentError"] is None
@@ -244,8 +297,10 @@ async def test_failed_first_comment_keeps_target_published_and_can_be_retried(te
     retry_url = f"/posts/{post['id']}/targets/{target_id}/first-comment/retry"
     assert (await tenant.post(retry_url)).status_code == 429  # inside the cooldown
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE post_targets SET first_comment_last_attempt_at = now() - interval '2 minutes' "
-                                "WHERE id = :id"), {"id": target_id})
+        await conn.execute(
+            text("UPDATE post_targets SET first_comment_last_attempt_at = now() - interval '2 minutes' WHERE id = :id"),
+            {"id": target_id},
+        )
     assert (await tenant.post(retry_url)).status_code == 200
     await publisher.first_comment(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
@@ -259,9 +314,13 @@ async def test_reconciler_republishes_a_target_that_never_left(tenant, publisher
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
     target_id = post["targets"][0]["id"]
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "UPDATE post_targets SET status='PUBLISHING', lease_owner='dead-worker', attempt_count=1, "
-            "lease_expires_at = now() - interval '1 second', sent_at = NULL WHERE id = :id"), {"id": target_id})
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET status='PUBLISHING', lease_owner='dead-worker', attempt_count=1, "
+                "lease_expires_at = now() - interval '1 second', sent_at = NULL WHERE id = :id"
+            ),
+            {"id": target_id},
+        )
     assert await publisher.reconcile() == 0  # re-queued, nothing looked up
     rows = await target_rows(engine, post["id"])
     assert rows[0].status == "SCHEDULED"
@@ -284,8 +343,13 @@ async def test_reconciler_looks_up_a_target_that_may_have_left(tenant, publisher
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE post_targets SET lease_expires_at = now() - interval '1 second', "
-                                "lease_owner = 'dead-worker' WHERE id = :id"), {"id": target_id})
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET lease_expires_at = now() - interval '1 second', "
+                "lease_owner = 'dead-worker' WHERE id = :id"
+            ),
+            {"id": target_id},
+        )
     assert (await target_rows(engine, post["id"]))[0].sent_at is not None
     assert await publisher.reconcile() == 1
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
@@ -294,13 +358,18 @@ async def test_reconciler_looks_up_a_target_that_may_have_left(tenant, publisher
 
 
 async def test_reconciler_fails_unknown_when_post_is_absent(tenant, publisher, fake_x, engine):
-    post = await due_post(tenant, f"never arrived {tenant.workspace_id}", platforms=[{"accountId": tenant.accounts[0]["id"]}])
+    post = await due_post(
+        tenant, f"never arrived {tenant.workspace_id}", platforms=[{"accountId": tenant.accounts[0]["id"]}]
+    )
     target_id = post["targets"][0]["id"]
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "UPDATE post_targets SET status='PUBLISHING', lease_owner='dead-worker', attempt_count=1, "
-            "lease_expires_at = now() - interval '1 second', sent_at = now() - interval '5 seconds' WHERE id = :id"),
-            {"id": target_id})
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET status='PUBLISHING', lease_owner='dead-worker', attempt_count=1, "
+                "lease_expires_at = now() - interval '1 second', sent_at = now() - interval '5 seconds' WHERE id = :id"
+            ),
+            {"id": target_id},
+        )
     assert await publisher.reconcile() == 1
     got = (await tenant.get(f"/posts/{post['id']}")).json()
     assert got["targets"][0]["status"] == "FAILED"
@@ -324,8 +393,10 @@ async def test_sweep_picks_up_overdue_targets_without_a_job(tenant, publisher, f
     content = f"no job {tenant.workspace_id}"
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE post_targets SET scheduled_for = now() - interval '10 seconds' WHERE post_id = :p"),
-                           {"p": post["id"]})
+        await conn.execute(
+            text("UPDATE post_targets SET scheduled_for = now() - interval '10 seconds' WHERE post_id = :p"),
+            {"p": post["id"]},
+        )
     assert await publisher.sweep() >= 1
     assert len(created(fake_x, content)) == 1
 
@@ -334,9 +405,14 @@ async def test_sweep_picks_up_overdue_targets_without_a_job(tenant, publisher, f
 
 
 async def bluesky_account(tenant, fake_bsky, handle: str) -> dict:
-    response = await tenant.post("/social-accounts", json={
-        "platform": "BLUESKY", "handle": handle,
-        "credentials": {"appPassword": "fake-app-password", "serviceUrl": fake_bsky.base_url}})
+    response = await tenant.post(
+        "/social-accounts",
+        json={
+            "platform": "BLUESKY",
+            "handle": handle,
+            "credentials": {"appPassword": "fake-app-password", "serviceUrl": fake_bsky.base_url},
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -347,9 +423,14 @@ async def test_bluesky_import_checks_login(make_tenant, fake_bsky, engine, app):
     assert account["externalId"].startswith("did:")
     rows = await fetch(engine, "SELECT credentials_encrypted FROM social_accounts WHERE id = :id", id=account["id"])
     assert app.state.cipher.decrypt_json(bytes(rows[0].credentials_encrypted))["appPassword"] == "fake-app-password"
-    refused = await tenant.post("/social-accounts", json={
-        "platform": "BLUESKY", "handle": "someone.test",
-        "credentials": {"appPassword": "wrong", "serviceUrl": fake_bsky.base_url}})
+    refused = await tenant.post(
+        "/social-accounts",
+        json={
+            "platform": "BLUESKY",
+            "handle": "someone.test",
+            "credentials": {"appPassword": "wrong", "serviceUrl": fake_bsky.base_url},
+        },
+    )
     assert refused.status_code == 400
     assert len((await tenant.get("/social-accounts")).json()["data"]) == 1
 
@@ -368,7 +449,10 @@ async def test_bluesky_publish_with_reply_and_lost_answer(make_tenant, publisher
     posts = [p for p in fake_bsky.fake.posts() if tenant.workspace_id in p.text]
     assert len(posts) == 1
     record = posts[0].body.get("record", posts[0].body)
-    assert {f["features"][0]["$type"] for f in record.get("facets", [])} >= {"app.bsky.richtext.facet#tag", "app.bsky.richtext.facet#link"}
+    assert {f["features"][0]["$type"] for f in record.get("facets", [])} >= {
+        "app.bsky.richtext.facet#tag",
+        "app.bsky.richtext.facet#link",
+    }
     replies = [p for p in fake_bsky.fake.posts() if p.reply_to]
     assert target["firstCommentError"] is None
     assert any(r.text == "more below" for r in replies), target
@@ -377,8 +461,9 @@ async def test_bluesky_publish_with_reply_and_lost_answer(make_tenant, publisher
 async def test_worker_publishes_scheduled_posts_on_time(tenant, settings, fake_x):
     from postwright.publishing.worker import run_worker
 
-    tuned = settings.model_copy(update={"platform_x_base_url": fake_x.base_url, "worker_concurrency": 8,
-                                        "sweep_interval_seconds": 0.5})
+    tuned = settings.model_copy(
+        update={"platform_x_base_url": fake_x.base_url, "worker_concurrency": 8, "sweep_interval_seconds": 0.5}
+    )
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(tuned, stop=stop))
     try:

@@ -48,7 +48,10 @@ class Served:
         started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "postwright", "serve", "--port", str(self.port), "--no-worker"],
-            env=cli_env(self.data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(self.data_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = started + 30
         while time.monotonic() < deadline:
@@ -93,18 +96,23 @@ def test_walkthrough_over_http(served: Served, data_dir: Path) -> None:
     assert other["workspaceId"] != boot["workspaceId"]
 
     http = httpx.Client(base_url=f"{served.base}/api/v1", headers={"Authorization": f"Bearer {boot['apiKey']}"})
-    account = http.post("/social-accounts", json={"platform": "X", "handle": "acme", "credentials": {"accessToken": "t"}})
+    account = http.post(
+        "/social-accounts", json={"platform": "X", "handle": "acme", "credentials": {"accessToken": "t"}}
+    )
     assert account.status_code == 201
     due = (datetime.now(UTC) + timedelta(hours=3)).isoformat().replace("+00:00", "Z")
-    created = http.post("/posts", json={"content": "Hello", "scheduledFor": due,
-                                        "platforms": [{"accountId": account.json()["id"]}]})
+    created = http.post(
+        "/posts", json={"content": "Hello", "scheduledFor": due, "platforms": [{"accountId": account.json()["id"]}]}
+    )
     assert created.status_code == 201
     post_id = created.json()["id"]
     assert created.json()["status"] == "SCHEDULED"
     canceled = http.post(f"/posts/{post_id}/cancel", json={"reason": "hold"})
     assert canceled.json()["status"] == "CANCELED"
-    edited = http.patch(f"/posts/{post_id}", json={"content": "Hello again", "scheduledFor": due,
-                                                   "platforms": [{"accountId": account.json()["id"]}]})
+    edited = http.patch(
+        f"/posts/{post_id}",
+        json={"content": "Hello again", "scheduledFor": due, "platforms": [{"accountId": account.json()["id"]}]},
+    )
     assert edited.json()["status"] == "SCHEDULED"
     assert http.delete(f"/posts/{post_id}").status_code == 200
     assert http.get(f"/posts/{post_id}").status_code == 404
@@ -112,8 +120,20 @@ def test_walkthrough_over_http(served: Served, data_dir: Path) -> None:
     other_http = httpx.Client(base_url=f"{served.base}/api/v1", headers={"x-api-key": other["apiKey"]})
     assert other_http.get(f"/social-accounts/{account.json()['id']}").status_code == 404
 
-    key = json.loads(run_cli(data_dir, "keys", "create", "--workspace", boot["workspaceId"], "--role", "VIEWER",
-                             "--scopes", "posts:read", "--json"))
+    key = json.loads(
+        run_cli(
+            data_dir,
+            "keys",
+            "create",
+            "--workspace",
+            boot["workspaceId"],
+            "--role",
+            "VIEWER",
+            "--scopes",
+            "posts:read",
+            "--json",
+        )
+    )
     assert set(key) == {"id", "apiKey"}
     viewer = httpx.Client(base_url=f"{served.base}/api/v1", headers={"Authorization": f"Bearer {key['apiKey']}"})
     assert viewer.get("/posts").status_code == 200

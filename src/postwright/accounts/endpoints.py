@@ -30,9 +30,7 @@ async def import_account(
     body: SocialAccountCreate, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> JSONResponse:
     principal.require_scopes(Scope.ACCOUNTS_WRITE)
-    account, created = await accounts_service.import_account(
-        session, principal, body, request.app.state.cipher
-    )
+    account, created = await accounts_service.import_account(session, principal, body, request.app.state.cipher)
     return JSONResponse(account_to_dict(account), status_code=201 if created else 200)
 
 

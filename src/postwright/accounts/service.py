@@ -65,9 +65,7 @@ class AccountsService:
                 details=[{"field": "credentials.accessToken", "message": "required"}],
             )
         expires_at = (
-            parse_instant(creds.expiresAt, timezone=None, field="credentials.expiresAt")
-            if creds.expiresAt
-            else None
+            parse_instant(creds.expiresAt, timezone=None, field="credentials.expiresAt") if creds.expiresAt else None
         )
         profile: dict[str, Any] = {}
         verifier = self.verifiers.get(data.platform)
@@ -91,9 +89,7 @@ class AccountsService:
         account.handle = handle
         account.display_name = profile.get("displayName") or data.displayName or account.display_name
         account.avatar_url = profile.get("avatarUrl") or data.avatarUrl or account.avatar_url
-        account.external_id = (
-            profile.get("externalId") or data.externalId or creds.userId or account.external_id
-        )
+        account.external_id = profile.get("externalId") or data.externalId or creds.userId or account.external_id
         account.status = "ACTIVE"
         account.token_expires_at = expires_at
         account.credentials_encrypted = cipher.encrypt_json(secret)

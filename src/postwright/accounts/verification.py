@@ -22,8 +22,9 @@ def bluesky_verifier(http: HttpProvider, timeout_seconds: float) -> CredentialVe
         assert creds.appPassword
         ctx = AdapterContext(http=await http(), timeout_seconds=timeout_seconds)
         try:
-            login = await verify_login(ctx, identifier=data.handle, app_password=creds.appPassword,
-                                       service_url=creds.serviceUrl)
+            login = await verify_login(
+                ctx, identifier=data.handle, app_password=creds.appPassword, service_url=creds.serviceUrl
+            )
         except PermanentError as exc:
             raise ValidationFailed(
                 f"Bluesky refused the login: {exc.message}",

@@ -79,12 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = _validation_details(exc)
-        message = "Request validation failed: " + "; ".join(
-            f"{d['field']}: {d['message']}" for d in details[:3]
-        )
-        return JSONResponse(
-            error_body(400, "VALIDATION_FAILED", message, request_id_of(request), details), 400
-        )
+        message = "Request validation failed: " + "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        return JSONResponse(error_body(400, "VALIDATION_FAILED", message, request_id_of(request), details), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -27,9 +27,7 @@ MAX_KEY_LENGTH = 255
 
 
 class IdempotencyMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, sessionmaker: async_sessionmaker[AsyncSession], ttl_hours: int
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, sessionmaker: async_sessionmaker[AsyncSession], ttl_hours: int) -> None:
         self.app = app
         self.sessionmaker = sessionmaker
         self.ttl = timedelta(hours=ttl_hours)
@@ -63,9 +61,7 @@ class IdempotencyMiddleware:
         workspace = headers.get(b"x-workspace-id", b"")
         scope_id = hashlib.sha256(credential + b"|" + workspace).hexdigest()[:48]
         request_hash = hashlib.sha256(
-            b"|".join(
-                [scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body]
-            )
+            b"|".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
 
         claimed = await self._claim(scope_id, key_text, request_hash, request_id)
@@ -133,9 +129,7 @@ class IdempotencyMiddleware:
                     [],
                 )
             if record.status_code is not None:
-                stored_headers = [
-                    (k.encode(), v.encode()) for k, v in json.loads(record.response_headers or "[]")
-                ]
+                stored_headers = [(k.encode(), v.encode()) for k, v in json.loads(record.response_headers or "[]")]
                 return (
                     record.status_code,
                     json.loads(record.response_body or b"null"),

@@ -43,7 +43,11 @@ class RequestContextMiddleware:
         header_value = request_id.encode()
 
         # Signed media uploads carry files; every other body is JSON and small.
-        limit = self.upload_max_bytes if scope["method"] == "PUT" and scope["path"].endswith("/upload") else self.max_body_bytes
+        limit = (
+            self.upload_max_bytes
+            if scope["method"] == "PUT" and scope["path"].endswith("/upload")
+            else self.max_body_bytes
+        )
         if self._declared_too_large(scope, limit):
             await self._send_too_large(send, request_id, limit)
             return

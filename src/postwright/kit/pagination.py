@@ -31,9 +31,7 @@ class PageRequest:
                 details=[{"field": "limit", "message": "out of range"}],
             )
         if page is not None and page < 1:
-            raise ValidationFailed(
-                "page must be 1 or more.", details=[{"field": "page", "message": "out of range"}]
-            )
+            raise ValidationFailed("page must be 1 or more.", details=[{"field": "page", "message": "out of range"}])
         if cursor is not None and page is not None:
             raise ValidationFailed("Use either cursor or page, not both.")
         return cls(limit=limit, cursor=cursor, page=page)
@@ -67,9 +65,7 @@ def decode_cursor(cursor: str) -> str:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = base64.urlsafe_b64decode(padded.encode()).decode()
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationFailed(
-            "cursor is not valid.", details=[{"field": "cursor", "message": "malformed"}]
-        ) from exc
+        raise ValidationFailed("cursor is not valid.", details=[{"field": "cursor", "message": "malformed"}]) from exc
     if "_" not in value or len(value) > 64:
         raise ValidationFailed("cursor is not valid.", details=[{"field": "cursor", "message": "malformed"}])
     return value

@@ -36,8 +36,13 @@ def media_context(request: Request) -> MediaContext:
 @router.post("/presign", status_code=201, summary="Start an upload: a media id and a signed PUT URL")
 async def presign(body: PresignIn, request: Request, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     asset, url, expires_at = await media_service.presign(
-        session, principal, media_context(request), filename=body.filename, mime_type=body.mimeType,
-        size_bytes=body.sizeBytes, alt_text=body.altText,
+        session,
+        principal,
+        media_context(request),
+        filename=body.filename,
+        mime_type=body.mimeType,
+        size_bytes=body.sizeBytes,
+        alt_text=body.altText,
     )
     from datetime import UTC, datetime
 
@@ -53,13 +58,16 @@ async def presign(body: PresignIn, request: Request, session: SessionDep, princi
 
 @router.put("/{media_id}/upload", summary="Signed upload target of POST /media/presign (local storage)")
 async def upload(
-    media_id: str, request: Request, session: SessionDep,
+    media_id: str,
+    request: Request,
+    session: SessionDep,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     data = await request.body()
-    await media_service.receive_upload(session, media_context(request), media_id, data, expires=expires,
-                                       signature=signature)
+    await media_service.receive_upload(
+        session, media_context(request), media_id, data, expires=expires, signature=signature
+    )
     return Response(status_code=200, content=b'{"success":true}', media_type="application/json")
 
 
@@ -79,7 +87,9 @@ async def from_url(body: FromUrlIn, request: Request, session: SessionDep, princ
 
 @router.get("", summary="List media, newest first")
 async def list_media(
-    session: SessionDep, principal: PrincipalDep, page: PageDep,
+    session: SessionDep,
+    principal: PrincipalDep,
+    page: PageDep,
     kind: Literal["IMAGE", "VIDEO", "GIF", "DOCUMENT"] | None = None,
 ) -> dict[str, Any]:
     from postwright.workspaces.auth import Scope
@@ -101,7 +111,9 @@ async def get_media(media_id: str, request: Request, session: SessionDep, princi
 
 @router.get("/{media_id}/content", summary="The file itself, behind a signed expiring URL")
 async def content(
-    media_id: str, request: Request, session: SessionDep,
+    media_id: str,
+    request: Request,
+    session: SessionDep,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:

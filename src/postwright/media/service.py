@@ -58,8 +58,12 @@ def build_storage(settings: Settings) -> Storage:
     if settings.storage == "s3":
         assert settings.s3_bucket
         return S3Storage(
-            settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region, settings.s3_access_key_id,
-            settings.s3_secret_access_key, public_endpoint_url=settings.s3_public_endpoint_url,
+            settings.s3_bucket,
+            settings.s3_endpoint_url,
+            settings.s3_region,
+            settings.s3_access_key_id,
+            settings.s3_secret_access_key,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
     return LocalStorage(settings.data_dir / "media")
 
@@ -108,22 +112,39 @@ class MediaContext:
 
 class MediaService:
     async def presign(
-        self, session: AsyncSession, principal: Principal, ctx: MediaContext, *, filename: str, mime_type: str,
-        size_bytes: int, alt_text: str | None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        ctx: MediaContext,
+        *,
+        filename: str,
+        mime_type: str,
+        size_bytes: int,
+        alt_text: str | None,
     ) -> tuple[MediaAsset, str, int]:
         self._require_writer(principal)
         mime = normalize_mime(mime_type)
         kind = kind_for_mime(mime)
         if kind is None or mime is None:
-            raise ValidationFailed(f"mimeType {mime_type!r} is not a supported media type.",
-                                   details=[{"field": "mimeType", "message": "unsupported"}])
+            raise ValidationFailed(
+                f"mimeType {mime_type!r} is not a supported media type.",
+                details=[{"field": "mimeType", "message": "unsupported"}],
+            )
         cap = SIZE_CAPS[kind]
         if size_bytes > cap:
-            raise ValidationFailed(f"{kind.value} files are limited to {cap} bytes.",
-                                   details=[{"field": "sizeBytes", "message": f"over {cap}"}])
+            raise ValidationFailed(
+                f"{kind.value} files are limited to {cap} bytes.",
+                details=[{"field": "sizeBytes", "message": f"over {cap}"}],
+            )
         asset = MediaAsset(
-            id=new_id("med"), workspace_id=principal.workspace_id, kind=kind.value, mime_type=mime,
-            filename=filename, size_bytes=size_bytes, alt_text=alt_text, status="PENDING_UPLOAD",
+            id=new_id("med"),
+            workspace_id=principal.workspace_id,
+            kind=kind.value,
+            mime_type=mime,
+            filename=filename,
+            size_bytes=size_bytes,
+            alt_text=alt_text,
+            status="PENDING_UPLOAD",
         )
         asset.storage_key = f"{principal.workspace_id}/{asset.id}"
         session.add(asset)
@@ -136,7 +157,13 @@ class MediaService:
         return asset, url, expires_at
 
     async def receive_upload(
-        self, session: AsyncSession, ctx: MediaContext, media_id: str, data: bytes, *, expires: str | None,
+        self,
+        session: AsyncSession,
+        ctx: MediaContext,
+        media_id: str,
+        data: bytes,
+        *,
+        expires: str | None,
         signature: str | None,
     ) -> None:
         """The local signed PUT: the signature is the credential."""
@@ -150,7 +177,9 @@ class MediaService:
             raise ValidationFailed(f"Upload is {len(data)} bytes but {asset.size_bytes} were declared.")
         await ctx.storage.put(asset.storage_key, data, asset.mime_type)
 
-    async def complete(self, session: AsyncSession, principal: Principal, ctx: MediaContext, media_id: str) -> MediaAsset:
+    async def complete(
+        self, session: AsyncSession, principal: Principal, ctx: MediaContext, media_id: str
+    ) -> MediaAsset:
         """Check the stored object against what was declared, probe it, mark it READY."""
         self._require_writer(principal)
         asset = await self.get(session, principal, media_id, for_update=True)
@@ -170,37 +199,65 @@ class MediaService:
             await session.commit()  # keep the FAILED mark although the request answers 400
             await self._remove_now_or_later(session, ctx, [asset.storage_key])
             raise ValidationFailed(f"The uploaded file was refused: {exc.message}.") from exc
-        audit_service.record(session, workspace_id=asset.workspace_id, action="media.upload", subject_type="media",
-                             subject_id=asset.id, principal=principal, data={"kind": asset.kind})
+        audit_service.record(
+            session,
+            workspace_id=asset.workspace_id,
+            action="media.upload",
+            subject_type="media",
+            subject_id=asset.id,
+            principal=principal,
+            data={"kind": asset.kind},
+        )
         return asset
 
     async def from_url(
-        self, session: AsyncSession, principal: Principal, ctx: MediaContext, *, url: str, expected_kind: str | None,
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        ctx: MediaContext,
+        *,
+        url: str,
+        expected_kind: str | None,
         alt_text: str | None,
     ) -> MediaAsset:
         """Fetch an HTTPS URL through the SSRF guard and store it as a READY asset."""
         self._require_writer(principal)
         try:
             fetched, sniffed = await fetch_media(
-                url, total_timeout=ctx.fetch_timeout, resolver=ctx.resolver,
+                url,
+                total_timeout=ctx.fetch_timeout,
+                resolver=ctx.resolver,
                 allow_loopback_http=ctx.allow_loopback_http,
             )
             asset = MediaAsset(
-                id=new_id("med"), workspace_id=principal.workspace_id, kind=sniffed.kind.value, mime_type=sniffed.mime,
-                alt_text=alt_text, status="PENDING_UPLOAD", source_url=url[:2048],
+                id=new_id("med"),
+                workspace_id=principal.workspace_id,
+                kind=sniffed.kind.value,
+                mime_type=sniffed.mime,
+                alt_text=alt_text,
+                status="PENDING_UPLOAD",
+                source_url=url[:2048],
             )
             if expected_kind and _family(expected_kind) != _family(sniffed.kind.value):
                 raise MediaRejected(f"the URL holds {sniffed.kind.value} content, not {expected_kind}", reason="kind")
             await self._describe(asset, fetched.data, sniffed.mime)
         except MediaRejected as exc:
-            raise ValidationFailed(f"Could not ingest {url[:200]}: {exc.message}.",
-                                   details=[{"field": "url", "message": exc.message}]) from exc
+            raise ValidationFailed(
+                f"Could not ingest {url[:200]}: {exc.message}.", details=[{"field": "url", "message": exc.message}]
+            ) from exc
         asset.storage_key = f"{principal.workspace_id}/{asset.id}"
         await ctx.storage.put(asset.storage_key, fetched.data, asset.mime_type)
         session.add(asset)
         await session.flush()
-        audit_service.record(session, workspace_id=asset.workspace_id, action="media.ingest", subject_type="media",
-                             subject_id=asset.id, principal=principal, data={"kind": asset.kind})
+        audit_service.record(
+            session,
+            workspace_id=asset.workspace_id,
+            action="media.ingest",
+            subject_type="media",
+            subject_id=asset.id,
+            principal=principal,
+            data={"kind": asset.kind},
+        )
         return asset
 
     async def ingest_items(
@@ -209,10 +266,13 @@ class MediaService:
         ids = []
         for index, item in enumerate(items):
             try:
-                asset = await self.from_url(session, principal, ctx, url=item.url, expected_kind=item.type,
-                                            alt_text=item.altText)
+                asset = await self.from_url(
+                    session, principal, ctx, url=item.url, expected_kind=item.type, alt_text=item.altText
+                )
             except ValidationFailed as exc:
-                exc.details = [{"field": f"mediaItems[{index}].url", "message": d["message"]} for d in exc.details or []]
+                exc.details = [
+                    {"field": f"mediaItems[{index}].url", "message": d["message"]} for d in exc.details or []
+                ]
                 raise
             ids.append(asset.id)
         return ids
@@ -221,7 +281,8 @@ class MediaService:
         self, session: AsyncSession, principal: Principal, media_id: str, *, for_update: bool = False
     ) -> MediaAsset:
         query = select(MediaAsset).where(
-            MediaAsset.id == media_id, MediaAsset.workspace_id == principal.workspace_id,
+            MediaAsset.id == media_id,
+            MediaAsset.workspace_id == principal.workspace_id,
             MediaAsset.deleted_at.is_(None),
         )
         asset = await session.scalar(query.with_for_update() if for_update else query)
@@ -229,8 +290,12 @@ class MediaService:
             raise NotFound(f"Media {media_id} not found.")
         return asset
 
-    async def list(self, session: AsyncSession, principal: Principal, *, page: PageRequest, kind: str | None) -> Page[MediaAsset]:
-        query = select(MediaAsset).where(MediaAsset.workspace_id == principal.workspace_id, MediaAsset.deleted_at.is_(None))
+    async def list(
+        self, session: AsyncSession, principal: Principal, *, page: PageRequest, kind: str | None
+    ) -> Page[MediaAsset]:
+        query = select(MediaAsset).where(
+            MediaAsset.workspace_id == principal.workspace_id, MediaAsset.deleted_at.is_(None)
+        )
         if kind:
             query = query.where(MediaAsset.kind == kind)
         return await paginate(session, query, MediaAsset.id, page)
@@ -247,19 +312,31 @@ class MediaService:
         self, session: AsyncSession, principal: Principal, ctx: MediaContext, media_ids: list[str]
     ) -> None:
         """Soft-delete rows in this transaction; remove stored objects after it commits."""
-        rows = list(await session.scalars(select(MediaAsset).where(
-            MediaAsset.id.in_(media_ids), MediaAsset.workspace_id == principal.workspace_id,
-            MediaAsset.deleted_at.is_(None),
-        )))
+        rows = list(
+            await session.scalars(
+                select(MediaAsset).where(
+                    MediaAsset.id.in_(media_ids),
+                    MediaAsset.workspace_id == principal.workspace_id,
+                    MediaAsset.deleted_at.is_(None),
+                )
+            )
+        )
         now = utcnow()
         for asset in rows:
             asset.deleted_at = now
-            audit_service.record(session, workspace_id=asset.workspace_id, action="media.delete",
-                                 subject_type="media", subject_id=asset.id, principal=principal)
+            audit_service.record(
+                session,
+                workspace_id=asset.workspace_id,
+                action="media.delete",
+                subject_type="media",
+                subject_id=asset.id,
+                principal=principal,
+            )
         self._delete_objects_after_commit(session, ctx, [a.storage_key for a in rows])
 
-    async def read(self, session: AsyncSession, ctx: MediaContext, media_id: str, *, expires: str | None,
-                   signature: str | None) -> tuple[MediaAsset, bytes]:
+    async def read(
+        self, session: AsyncSession, ctx: MediaContext, media_id: str, *, expires: str | None, signature: str | None
+    ) -> tuple[MediaAsset, bytes]:
         ctx.verify("GET", media_id, expires, signature)
         asset = await session.get(MediaAsset, media_id)
         if asset is None or asset.deleted_at is not None or asset.status != "READY":
@@ -279,9 +356,17 @@ class MediaService:
             await session.delete(pending)
             removed += 1
         cutoff = utcnow() - ORPHAN_AGE
-        orphans = list(await session.scalars(select(MediaAsset).where(
-            MediaAsset.status == "PENDING_UPLOAD", MediaAsset.created_at < cutoff, MediaAsset.deleted_at.is_(None),
-        ).limit(500)))
+        orphans = list(
+            await session.scalars(
+                select(MediaAsset)
+                .where(
+                    MediaAsset.status == "PENDING_UPLOAD",
+                    MediaAsset.created_at < cutoff,
+                    MediaAsset.deleted_at.is_(None),
+                )
+                .limit(500)
+            )
+        )
         for asset in orphans:
             asset.deleted_at = utcnow()
             asset.status = "FAILED"
@@ -360,4 +445,3 @@ def asset_to_dict(asset: MediaAsset, url: str | None = None) -> dict[str, Any]:
 
 
 media_service = MediaService()
-

@@ -33,6 +33,7 @@ async def rendered(session: SessionDep, post: Post) -> dict[str, Any]:
     await session.flush()
     return post_to_dict(post)
 
+
 PostStatusParam = Literal[tuple(s.value for s in PostStatus)]  # type: ignore[valid-type]
 PlatformParam = Literal[PLATFORMS]  # type: ignore[valid-type]
 
@@ -153,9 +154,7 @@ async def reject_post(
 
 
 @router.post("/{post_id}/targets/{target_id}/retry", summary="Retry one FAILED target now")
-async def retry_target(
-    post_id: str, target_id: str, session: SessionDep, principal: PrincipalDep
-) -> dict[str, Any]:
+async def retry_target(post_id: str, target_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
     return await rendered(session, await posts_service.retry_target(session, principal, post_id, target_id))
 

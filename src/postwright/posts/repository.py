@@ -21,9 +21,7 @@ class PostsRepository:
 
     async def get(self, workspace_id: str, post_id: str, *, for_update: bool = False) -> Post | None:
         query = self._with_children(
-            select(Post).where(
-                Post.id == post_id, Post.workspace_id == workspace_id, Post.deleted_at.is_(None)
-            )
+            select(Post).where(Post.id == post_id, Post.workspace_id == workspace_id, Post.deleted_at.is_(None))
         )
         if for_update:
             query = query.with_for_update(of=Post)
@@ -50,9 +48,7 @@ class PostsRepository:
         scheduled_to: datetime | None,
         text: str | None,
     ) -> Select[tuple[Post]]:
-        query = self._with_children(
-            select(Post).where(Post.workspace_id == workspace_id, Post.deleted_at.is_(None))
-        )
+        query = self._with_children(select(Post).where(Post.workspace_id == workspace_id, Post.deleted_at.is_(None)))
         if status:
             query = query.where(Post.status == status)
         if platform or social_account_id:
@@ -112,9 +108,7 @@ class PostsRepository:
         per_target = await self.session.scalars(
             select(func.unnest(PostTarget.media_ids))
             .join(Post, Post.id == PostTarget.post_id)
-            .where(
-                Post.id != post_id, Post.deleted_at.is_(None), PostTarget.media_ids.overlap(list(media_ids))
-            )
+            .where(Post.id != post_id, Post.deleted_at.is_(None), PostTarget.media_ids.overlap(list(media_ids)))
         )
         used.update(m for m in per_target if m in media_ids)
         return used

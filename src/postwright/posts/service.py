@@ -56,9 +56,7 @@ class PostsService:
 
     # ---- reading -------------------------------------------------------------------------------
 
-    async def get(
-        self, session: AsyncSession, principal: Principal, post_id: str, *, for_update: bool = False
-    ) -> Post:
+    async def get(self, session: AsyncSession, principal: Principal, post_id: str, *, for_update: bool = False) -> Post:
         post = await PostsRepository(session).get(principal.workspace_id, post_id, for_update=for_update)
         if post is None:
             raise NotFound(f"Post {post_id} not found.")
@@ -82,17 +80,13 @@ class PostsService:
             status=status,
             platform=platform,
             social_account_id=social_account_id,
-            scheduled_from=parse_instant(scheduled_from, timezone=None, field="from")
-            if scheduled_from
-            else None,
+            scheduled_from=parse_instant(scheduled_from, timezone=None, field="from") if scheduled_from else None,
             scheduled_to=parse_instant(scheduled_to, timezone=None, field="to") if scheduled_to else None,
             text=text,
         )
         return await paginate(session, query, Post.id, page)
 
-    async def attempts(
-        self, session: AsyncSession, principal: Principal, post_id: str
-    ) -> list[PublishAttempt]:
+    async def attempts(self, session: AsyncSession, principal: Principal, post_id: str) -> list[PublishAttempt]:
         post = await self.get(session, principal, post_id)
         return await PostsRepository(session).attempts(post.id)
 
@@ -137,9 +131,7 @@ class PostsService:
         refresh_status(post)
         return post
 
-    async def update(
-        self, session: AsyncSession, principal: Principal, post_id: str, data: PostInput
-    ) -> Post:
+    async def update(self, session: AsyncSession, principal: Principal, post_id: str, data: PostInput) -> Post:
         """Replace content, accounts and media wholesale; a pending publish is superseded."""
         self._require_editor(principal, "edit posts")
         if data.scheduled_for:
@@ -177,9 +169,7 @@ class PostsService:
         refresh_status(post)
         return post
 
-    async def cancel(
-        self, session: AsyncSession, principal: Principal, post_id: str, reason: str | None
-    ) -> Post:
+    async def cancel(self, session: AsyncSession, principal: Principal, post_id: str, reason: str | None) -> Post:
         self._require_editor(principal, "cancel posts")
         post = await self.get(session, principal, post_id, for_update=True)
         await self._cancel_targets(session, post)
@@ -195,9 +185,7 @@ class PostsService:
         )
         return post
 
-    async def delete(
-        self, session: AsyncSession, principal: Principal, post_id: str, *, delete_media: bool
-    ) -> None:
+    async def delete(self, session: AsyncSession, principal: Principal, post_id: str, *, delete_media: bool) -> None:
         """Cancel and soft-delete in one transaction; optionally delete media no other post uses."""
         self._require_editor(principal, "delete posts")
         post = await self.get(session, principal, post_id, for_update=True)
@@ -208,9 +196,7 @@ class PostsService:
         self._supersede(post)
         post.deleted_at = utcnow()
         media_ids = list(
-            dict.fromkeys(
-                [m.media_asset_id for m in post.media] + [m for t in post.targets for m in t.media_ids or []]
-            )
+            dict.fromkeys([m.media_asset_id for m in post.media] + [m for t in post.targets for m in t.media_ids or []])
         )
         removed: list[str] = []
         if delete_media and media_ids:
@@ -228,25 +214,19 @@ class PostsService:
             data={"deletedMedia": removed},
         )
 
-    async def publish_now(
-        self, session: AsyncSession, principal: Principal, post_id: str, lead_seconds: int
-    ) -> Post:
+    async def publish_now(self, session: AsyncSession, principal: Principal, post_id: str, lead_seconds: int) -> Post:
         """Due at now + lead time (the window in which cancel still works)."""
         self._require_editor(principal, "publish posts")
         post = await self.get(session, principal, post_id, for_update=True)
         due = utcnow() + timedelta(seconds=lead_seconds)
         if post.status == PostStatus.FAILED:
-            await self._retry_targets(
-                session, principal, post, [t for t in post.targets if t.status == "FAILED"], due
-            )
+            await self._retry_targets(session, principal, post, [t for t in post.targets if t.status == "FAILED"], due)
         elif post.status in (PostStatus.DRAFT, PostStatus.SCHEDULED):
             self._supersede(post)
             post.scheduled_at = due
             await self._schedule(session, principal, post, due)
         else:
-            raise Conflict(
-                f"A {post.status} post cannot be published now; only DRAFT, SCHEDULED or FAILED posts can."
-            )
+            raise Conflict(f"A {post.status} post cannot be published now; only DRAFT, SCHEDULED or FAILED posts can.")
         refresh_status(post)
         audit_service.record(
             session,
@@ -313,9 +293,7 @@ class PostsService:
         )
         return post
 
-    async def reject(
-        self, session: AsyncSession, principal: Principal, post_id: str, reason: str | None
-    ) -> Post:
+    async def reject(self, session: AsyncSession, principal: Principal, post_id: str, reason: str | None) -> Post:
         principal.require_role(Role.ADMIN, "reject posts")
         post = await self.get(session, principal, post_id, for_update=True)
         if post.status != PostStatus.NEEDS_APPROVAL:
@@ -338,9 +316,7 @@ class PostsService:
         )
         return post
 
-    async def retry_target(
-        self, session: AsyncSession, principal: Principal, post_id: str, target_id: str
-    ) -> Post:
+    async def retry_target(self, session: AsyncSession, principal: Principal, post_id: str, target_id: str) -> Post:
         self._require_editor(principal, "retry targets")
         post = await self.get(session, principal, post_id, for_update=True)
         target = self._target(post, target_id)
@@ -371,11 +347,7 @@ class PostsService:
         self._require_editor(principal, "retry first comments")
         post = await self.get(session, principal, post_id, for_update=True)
         target = self._target(post, target_id)
-        if (
-            target.status != TargetStatus.PUBLISHED
-            or not target.first_comment
-            or not target.first_comment_error
-        ):
+        if target.status != TargetStatus.PUBLISHED or not target.first_comment or not target.first_comment_error:
             raise Conflict("Only a failed first comment of a PUBLISHED target can be retried.")
         last = target.first_comment_last_attempt_at
         if last is not None:
@@ -442,9 +414,7 @@ class PostsService:
                     }
                 )
             elif account.status != "ACTIVE":
-                problems.append(
-                    {"field": path, "message": f"social account is {account.status}; reconnect it first"}
-                )
+                problems.append({"field": path, "message": f"social account is {account.status}; reconnect it first"})
         all_media = list(dict.fromkeys(data.media_ids + [m for t in data.targets for m in t.media_ids]))
         media = await repository.media(principal.workspace_id, all_media)
         for media_id in all_media:
@@ -452,9 +422,7 @@ class PostsService:
             if asset is None:
                 problems.append({"field": "mediaIds", "message": f"no media {media_id} in this workspace"})
             elif asset.status != "READY":
-                problems.append(
-                    {"field": "mediaIds", "message": f"media {media_id} is {asset.status}, not READY"}
-                )
+                problems.append({"field": "mediaIds", "message": f"media {media_id} is {asset.status}, not READY"})
         for media_id in data.media_alt_text:
             if media_id not in data.media_ids:
                 problems.append({"field": f"mediaAltText.{media_id}", "message": "not one of mediaIds"})
@@ -498,9 +466,7 @@ class PostsService:
             )
 
     async def _platform_problems(self, session: AsyncSession, post: Post) -> list[dict[str, str]]:
-        all_media = list(
-            {m.media_asset_id for m in post.media} | {m for t in post.targets for m in t.media_ids or []}
-        )
+        all_media = list({m.media_asset_id for m in post.media} | {m for t in post.targets for m in t.media_ids or []})
         media = await PostsRepository(session).media(post.workspace_id, all_media)
         problems = []
         for target in post.targets:
@@ -531,9 +497,7 @@ class PostsService:
         principal.require_scopes(Scope.PUBLISH_WRITE)
         problems = await self._platform_problems(session, post)
         if problems:
-            raise ValidationFailed(
-                "The post breaks platform rules: " + problems[0]["message"], details=problems
-            )
+            raise ValidationFailed("The post breaks platform rules: " + problems[0]["message"], details=problems)
         post.scheduled_at = due
         workspace = await session.get(Workspace, post.workspace_id)
         if (
@@ -548,17 +512,13 @@ class PostsService:
             return
         await self._enqueue(session, post, [t for t in post.targets if t.status in UNSENT], due)
 
-    async def _enqueue(
-        self, session: AsyncSession, post: Post, targets: list[PostTarget], due: datetime
-    ) -> None:
+    async def _enqueue(self, session: AsyncSession, post: Post, targets: list[PostTarget], due: datetime) -> None:
         for target in targets:
             target.status = TargetStatus.SCHEDULED.value
             target.scheduled_for = due
             target.next_attempt_at = None
         await session.flush()
-        job_id = await queue.enqueue_dispatch(
-            session, post_id=post.id, generation=post.generation, due_at=due
-        )
+        job_id = await queue.enqueue_dispatch(session, post_id=post.id, generation=post.generation, due_at=due)
         post.workflow_id = queue.workflow_id_for(job_id)
         post.pending_workflow_id = None
         for target in targets:
@@ -573,15 +533,11 @@ class PostsService:
         due: datetime,
     ) -> None:
         principal.require_scopes(Scope.PUBLISH_WRITE)
-        accounts = await PostsRepository(session).accounts(
-            post.workspace_id, [t.social_account_id for t in targets]
-        )
+        accounts = await PostsRepository(session).accounts(post.workspace_id, [t.social_account_id for t in targets])
         for target in targets:
             account = accounts.get(target.social_account_id)
             if account is None or account.status != "ACTIVE":
-                raise Conflict(
-                    f"The account of target {target.id} is not connected; reconnect it before retrying."
-                )
+                raise Conflict(f"The account of target {target.id} is not connected; reconnect it before retrying.")
             target.error_code = target.error_message = None
             target.sent_at = None
             target.lease_owner = target.lease_expires_at = None
@@ -594,9 +550,7 @@ class PostsService:
             raise Conflict(f"A {post.status} post cannot be canceled.")
         targets = await PostsRepository(session).lock_targets(post.id)
         if any(t.status == TargetStatus.PUBLISHED or t.sent_at is not None for t in targets):
-            raise Conflict(
-                "Publishing already reached the platform for at least one target; the post will complete."
-            )
+            raise Conflict("Publishing already reached the platform for at least one target; the post will complete.")
         for target in targets:
             if target.status in (*UNSENT, TargetStatus.PUBLISHING.value):
                 target.status = TargetStatus.CANCELED.value

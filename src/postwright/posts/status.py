@@ -37,9 +37,7 @@ EDITABLE = {
 DELETABLE = EDITABLE
 
 
-def derive_post_status(
-    target_statuses: Iterable[str], *, awaiting_approval: bool, canceled: bool
-) -> PostStatus:
+def derive_post_status(target_statuses: Iterable[str], *, awaiting_approval: bool, canceled: bool) -> PostStatus:
     statuses = [TargetStatus(s) for s in target_statuses]
     pending = sum(s is TargetStatus.SCHEDULED for s in statuses)
     publishing = sum(s is TargetStatus.PUBLISHING for s in statuses)

@@ -68,7 +68,12 @@ async def claim_due_targets(
 
 
 async def claim_overdue_targets(
-    session: AsyncSession, *, worker_id: str, now: datetime, grace: timedelta, limit: int,
+    session: AsyncSession,
+    *,
+    worker_id: str,
+    now: datetime,
+    grace: timedelta,
+    limit: int,
     lease: timedelta = LEASE,
 ) -> list[PostTarget]:
     """The safety net: due targets no job picked up (retries after backoff, paused accounts, lost jobs)."""

@@ -100,8 +100,14 @@ class Job:
 
 class PublishEngine:
     def __init__(
-        self, *, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, cipher: TokenCipher,
-        media: MediaContext, http: aiohttp.ClientSession, worker_id: str,
+        self,
+        *,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        cipher: TokenCipher,
+        media: MediaContext,
+        http: aiohttp.ClientSession,
+        worker_id: str,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.settings = settings
@@ -110,7 +116,9 @@ class PublishEngine:
         self.http = http
         self.worker_id = worker_id
         self.lease = timedelta(seconds=settings.publish_lease_seconds)
-        self.policy = RetryPolicy(settings.publish_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        self.policy = RetryPolicy(
+            settings.publish_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+        )
         self._adapters: dict[str, PlatformAdapter | None] = {}
         self._refresh_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -119,8 +127,11 @@ class PublishEngine:
         if key not in self._adapters:
             client_id, client_secret = self.settings.platform_client(key)
             ctx = AdapterContext(
-                http=self.http, base_url=self.settings.platform_base_url(key), client_id=client_id,
-                client_secret=client_secret, timeout_seconds=self.settings.platform_timeout_seconds,
+                http=self.http,
+                base_url=self.settings.platform_base_url(key),
+                client_id=client_id,
+                client_secret=client_secret,
+                timeout_seconds=self.settings.platform_timeout_seconds,
             )
             try:
                 self._adapters[key] = build_adapter(key, ctx)
@@ -141,21 +152,23 @@ class PublishEngine:
         """Pick up due targets no job has taken (retries after backoff, paused accounts, lost jobs)."""
         now = utcnow()
         async with self.sessionmaker() as session:
-            post_ids = list(await session.scalars(
-                select(PostTarget.post_id)
-                .join(Post, Post.id == PostTarget.post_id)
-                .join(SocialAccount, SocialAccount.id == PostTarget.social_account_id)
-                .where(
-                    PostTarget.status == "SCHEDULED",
-                    PostTarget.scheduled_for <= now - timedelta(seconds=2),
-                    (PostTarget.next_attempt_at.is_(None)) | (PostTarget.next_attempt_at <= now),
-                    (SocialAccount.paused_until.is_(None)) | (SocialAccount.paused_until <= now),
-                    Post.deleted_at.is_(None),
-                    Post.canceled_at.is_(None),
+            post_ids = list(
+                await session.scalars(
+                    select(PostTarget.post_id)
+                    .join(Post, Post.id == PostTarget.post_id)
+                    .join(SocialAccount, SocialAccount.id == PostTarget.social_account_id)
+                    .where(
+                        PostTarget.status == "SCHEDULED",
+                        PostTarget.scheduled_for <= now - timedelta(seconds=2),
+                        (PostTarget.next_attempt_at.is_(None)) | (PostTarget.next_attempt_at <= now),
+                        (SocialAccount.paused_until.is_(None)) | (SocialAccount.paused_until <= now),
+                        Post.deleted_at.is_(None),
+                        Post.canceled_at.is_(None),
+                    )
+                    .distinct()
+                    .limit(limit)
                 )
-                .distinct()
-                .limit(limit)
-            ))
+            )
         counts = await asyncio.gather(*(self.dispatch(p, None) for p in post_ids))
         return sum(counts)
 
@@ -177,11 +190,18 @@ class PublishEngine:
         """Post the target's first comment as a reply; failures stay on the target, never unpublish it."""
         async with unit_of_work(self.sessionmaker) as session:
             target = await session.scalar(
-                select(PostTarget).where(PostTarget.id == target_id).with_for_update()
+                select(PostTarget)
+                .where(PostTarget.id == target_id)
+                .with_for_update()
                 .execution_options(populate_existing=True)
             )
-            if (target is None or target.status != "PUBLISHED" or not target.first_comment
-                    or target.first_comment_external_id or not target.external_post_id):
+            if (
+                target is None
+                or target.status != "PUBLISHED"
+                or not target.first_comment
+                or target.first_comment_external_id
+                or not target.external_post_id
+            ):
                 return
             account = await session.get(SocialAccount, target.social_account_id)
             if account is None or account.credentials_encrypted is None:
@@ -196,8 +216,13 @@ class PublishEngine:
         if adapter is None:
             error = f"Comments on {platform} are not supported yet."
         else:
-            outbound = OutboundPost(target_id=target_id, text=text, account_handle=account.handle,
-                                    account_external_id=account.external_id, reply_to_external_id=reply_to)
+            outbound = OutboundPost(
+                target_id=target_id,
+                text=text,
+                account_handle=account.handle,
+                account_external_id=account.external_id,
+                reply_to_external_id=reply_to,
+            )
             outbound = replace(outbound, idempotency_key=adapter.prepare(outbound))
             try:
                 creds = await self._credentials(account)
@@ -213,10 +238,14 @@ class PublishEngine:
                 log.exception("publishing.first_comment_crashed", target_id=target_id)
                 error = f"Unexpected error ({type(exc).__name__})."
         async with unit_of_work(self.sessionmaker) as session:
-            await session.execute(update(PostTarget).where(PostTarget.id == target_id).values(
-                first_comment_error=error,
-                first_comment_external_id=result.external_post_id if result else None,
-            ))
+            await session.execute(
+                update(PostTarget)
+                .where(PostTarget.id == target_id)
+                .values(
+                    first_comment_error=error,
+                    first_comment_external_id=result.external_post_id if result else None,
+                )
+            )
 
     # ---- claim ---------------------------------------------------------------------------------------
 
@@ -227,8 +256,12 @@ class PublishEngine:
             if post is None or post.deleted_at is not None or post.canceled_at is not None:
                 return []
             claimed = await claim_due_targets(
-                session, post_id=post_id, generation=generation if generation is not None else post.generation,
-                worker_id=self.worker_id, now=now, lease=self.lease,
+                session,
+                post_id=post_id,
+                generation=generation if generation is not None else post.generation,
+                worker_id=self.worker_id,
+                now=now,
+                lease=self.lease,
             )
             if not claimed:
                 return []
@@ -239,29 +272,54 @@ class PublishEngine:
     async def _jobs(
         self, session: AsyncSession, post: Post, targets: list[PostTarget], now: datetime, *, open_attempts: bool
     ) -> list[Job]:
-        accounts = {a.id: a for a in await session.scalars(
-            select(SocialAccount).where(SocialAccount.id.in_({t.social_account_id for t in targets})))}
-        links = list(await session.scalars(select(PostMedia).where(PostMedia.post_id == post.id).order_by(PostMedia.order)))
+        accounts = {
+            a.id: a
+            for a in await session.scalars(
+                select(SocialAccount).where(SocialAccount.id.in_({t.social_account_id for t in targets}))
+            )
+        }
+        links = list(
+            await session.scalars(select(PostMedia).where(PostMedia.post_id == post.id).order_by(PostMedia.order))
+        )
         wanted = {link.media_asset_id for link in links} | {m for t in targets for m in t.media_ids or []}
-        assets = {a.id: a for a in await session.scalars(select(MediaAsset).where(MediaAsset.id.in_(wanted)))} if wanted else {}
+        assets = (
+            {a.id: a for a in await session.scalars(select(MediaAsset).where(MediaAsset.id.in_(wanted)))}
+            if wanted
+            else {}
+        )
         alt = {link.media_asset_id: link.alt_text for link in links}
         jobs = []
         for target in targets:
             attempt = PublishAttempt(
-                id=new_id("att"), post_id=post.id, target_id=target.id, social_account_id=target.social_account_id,
-                platform=target.platform, attempt_number=target.attempt_count, kind="PUBLISH", status="STARTED",
-                started_at=now, worker_id=self.worker_id,
+                id=new_id("att"),
+                post_id=post.id,
+                target_id=target.id,
+                social_account_id=target.social_account_id,
+                platform=target.platform,
+                attempt_number=target.attempt_count,
+                kind="PUBLISH",
+                status="STARTED",
+                started_at=now,
+                worker_id=self.worker_id,
             )
             if open_attempts:
                 session.add(attempt)
             ids = target.media_ids or [link.media_asset_id for link in links]
-            jobs.append(Job(
-                target_id=target.id, post_id=post.id, attempt_id=attempt.id, platform=target.platform,
-                account=accounts[target.social_account_id],
-                text=target.caption_override if target.caption_override is not None else (post.caption or ""),
-                first_comment=target.first_comment, platform_options=target.platform_options or {},
-                media=[assets[m] for m in ids if m in assets], alt_texts=alt, material=target.idempotency_material,
-            ))
+            jobs.append(
+                Job(
+                    target_id=target.id,
+                    post_id=post.id,
+                    attempt_id=attempt.id,
+                    platform=target.platform,
+                    account=accounts[target.social_account_id],
+                    text=target.caption_override if target.caption_override is not None else (post.caption or ""),
+                    first_comment=target.first_comment,
+                    platform_options=target.platform_options or {},
+                    media=[assets[m] for m in ids if m in assets],
+                    alt_texts=alt,
+                    material=target.idempotency_material,
+                )
+            )
         return jobs
 
     # ---- publish --------------------------------------------------------------------------------------
@@ -281,11 +339,18 @@ class PublishEngine:
         if adapter is None:
             job.outcome = Failed("PLATFORM_ERROR", f"Publishing to {job.platform} is not supported yet.")
             return job
-        problems = validate_content(TargetContent(
-            platform=job.platform, text=job.text, first_comment=job.first_comment,
-            media=[MediaFacts(m.id, m.kind, m.mime_type, m.size_bytes, m.width, m.height, m.duration_ms) for m in job.media],
-            platform_options=job.platform_options,
-        ))
+        problems = validate_content(
+            TargetContent(
+                platform=job.platform,
+                text=job.text,
+                first_comment=job.first_comment,
+                media=[
+                    MediaFacts(m.id, m.kind, m.mime_type, m.size_bytes, m.width, m.height, m.duration_ms)
+                    for m in job.media
+                ],
+                platform_options=job.platform_options,
+            )
+        )
         if problems:
             job.outcome = Failed("VALIDATION_FAILED", "; ".join(problems))
             return job
@@ -300,8 +365,12 @@ class PublishEngine:
             job.outcome = Retry(f"Could not prepare the post ({type(exc).__name__}).")
             return job
         job.outbound = OutboundPost(
-            target_id=job.target_id, text=job.text, account_handle=job.account.handle,
-            account_external_id=job.account.external_id, media=media, platform_options=job.platform_options,
+            target_id=job.target_id,
+            text=job.text,
+            account_handle=job.account.handle,
+            account_external_id=job.account.external_id,
+            media=media,
+            platform_options=job.platform_options,
         )
         job.material = job.material or adapter.prepare(job.outbound)
         job.outbound = replace(job.outbound, idempotency_key=job.material)
@@ -310,8 +379,13 @@ class PublishEngine:
     async def _media_file(self, job: Job, asset: MediaAsset) -> MediaFile:
         data = await self.media.storage.get(asset.storage_key)
         return MediaFile(
-            kind=asset.kind, mime_type=asset.mime_type, data=data, url=await self.media.content_url(asset),
-            alt_text=job.alt_texts.get(asset.id) or asset.alt_text, width=asset.width, height=asset.height,
+            kind=asset.kind,
+            mime_type=asset.mime_type,
+            data=data,
+            url=await self.media.content_url(asset),
+            alt_text=job.alt_texts.get(asset.id) or asset.alt_text,
+            width=asset.width,
+            height=asset.height,
             duration_ms=asset.duration_ms,
         )
 
@@ -323,17 +397,24 @@ class PublishEngine:
         async with unit_of_work(self.sessionmaker) as session:
             for job in jobs:
                 job.sent_after = now
-            marked = set(await session.scalars(
-                update(PostTarget)
-                .where(PostTarget.id.in_([j.target_id for j in jobs]), PostTarget.status == "PUBLISHING",
-                       PostTarget.lease_owner == self.worker_id)
-                .values(sent_at=now, idempotency_material=_material_case(jobs))
-                .returning(PostTarget.id)
-                .execution_options(synchronize_session=False)
-            ))
-            await session.execute(update(PublishAttempt).where(
-                PublishAttempt.id.in_([j.attempt_id for j in jobs if j.target_id in marked])
-            ).values(status="SENT", sent_at=now))
+            marked = set(
+                await session.scalars(
+                    update(PostTarget)
+                    .where(
+                        PostTarget.id.in_([j.target_id for j in jobs]),
+                        PostTarget.status == "PUBLISHING",
+                        PostTarget.lease_owner == self.worker_id,
+                    )
+                    .values(sent_at=now, idempotency_material=_material_case(jobs))
+                    .returning(PostTarget.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            await session.execute(
+                update(PublishAttempt)
+                .where(PublishAttempt.id.in_([j.attempt_id for j in jobs if j.target_id in marked]))
+                .values(status="SENT", sent_at=now)
+            )
         for job in jobs:
             if job.target_id not in marked:
                 job.outcome = None  # canceled meanwhile: nothing was sent, nothing to record
@@ -392,9 +473,15 @@ class PublishEngine:
         async with unit_of_work(self.sessionmaker) as session:
             post = await lock_post(session, done[0].post_id)
             assert post is not None
-            targets = {t.id: t for t in await session.scalars(
-                select(PostTarget).where(PostTarget.id.in_([j.target_id for j in done])).with_for_update()
-                .execution_options(populate_existing=True))}
+            targets = {
+                t.id: t
+                for t in await session.scalars(
+                    select(PostTarget)
+                    .where(PostTarget.id.in_([j.target_id for j in done]))
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            }
             retry_at: datetime | None = None
             for job in done:
                 target = targets.get(job.target_id)
@@ -405,7 +492,9 @@ class PublishEngine:
                 if due is not None:
                     retry_at = min(retry_at, due) if retry_at else due
             if retry_at is not None:
-                job_id = await queue.enqueue_dispatch(session, post_id=post.id, generation=post.generation, due_at=retry_at)
+                job_id = await queue.enqueue_dispatch(
+                    session, post_id=post.id, generation=post.generation, due_at=retry_at
+                )
                 post.workflow_id = queue.workflow_id_for(job_id)
             await recompute_post(session, post)
 
@@ -438,8 +527,11 @@ class PublishEngine:
                 attempt.error_code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
             if outcome.rate_limited:
                 pause = outcome.retry_after or delay or timedelta(seconds=60)
-                await session.execute(update(SocialAccount).where(SocialAccount.id == target.social_account_id)
-                                      .values(paused_until=now + pause))
+                await session.execute(
+                    update(SocialAccount)
+                    .where(SocialAccount.id == target.social_account_id)
+                    .values(paused_until=now + pause)
+                )
             if delay is None:
                 code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
                 target.status, target.error_code, target.error_message = "FAILED", code, outcome.message
@@ -455,8 +547,9 @@ class PublishEngine:
         if attempt is not None:
             attempt.status, attempt.error_code, attempt.error_message = "FAILED", outcome.error_code, outcome.message
         if outcome.account_expired:
-            await session.execute(update(SocialAccount).where(SocialAccount.id == target.social_account_id)
-                                  .values(status="EXPIRED"))
+            await session.execute(
+                update(SocialAccount).where(SocialAccount.id == target.social_account_id).values(status="EXPIRED")
+            )
         return None
 
     # ---- leases ---------------------------------------------------------------------------------------
@@ -466,13 +559,26 @@ class PublishEngine:
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
             post = await lock_post(session, post_id)
-            target = await session.scalar(select(PostTarget).where(PostTarget.id == target_id).with_for_update()
-                                          .execution_options(populate_existing=True))
-            if post is None or target is None or target.status != "PUBLISHING" or not target.lease_expires_at \
-                    or target.lease_expires_at >= now:
+            target = await session.scalar(
+                select(PostTarget)
+                .where(PostTarget.id == target_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            if (
+                post is None
+                or target is None
+                or target.status != "PUBLISHING"
+                or not target.lease_expires_at
+                or target.lease_expires_at >= now
+            ):
                 return None
-            attempt = await session.scalar(select(PublishAttempt).where(PublishAttempt.target_id == target_id)
-                                           .order_by(PublishAttempt.id.desc()).limit(1))
+            attempt = await session.scalar(
+                select(PublishAttempt)
+                .where(PublishAttempt.target_id == target_id)
+                .order_by(PublishAttempt.id.desc())
+                .limit(1)
+            )
             if target.sent_at is None:
                 # The request provably never left: publish it again.
                 target.status, target.lease_owner, target.lease_expires_at = "SCHEDULED", None, None
@@ -500,7 +606,9 @@ class PublishEngine:
             else:
                 # Whatever stops the lookup, the request may have left: never fall back to a re-send.
                 reason = prepared.outcome.message if prepared.outcome else "no adapter"
-                job.outcome = Failed("OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}")
+                job.outcome = Failed(
+                    "OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}"
+                )
         await self._finish(jobs)
         for job in jobs:
             if isinstance(job.outcome, Published) and job.first_comment:
@@ -524,8 +632,12 @@ class PublishEngine:
         async with unit_of_work(self.sessionmaker) as session:
             # The row lock serialises refreshes across workers: refresh tokens rotate, a second refresh
             # with the old token would fail and lock the user out.
-            row = await session.scalar(select(SocialAccount).where(SocialAccount.id == account.id).with_for_update()
-                                       .execution_options(populate_existing=True))
+            row = await session.scalar(
+                select(SocialAccount)
+                .where(SocialAccount.id == account.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
             if row is None or row.credentials_encrypted is None:
                 raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
             current = _credentials_from(self.cipher.decrypt_json(row.credentials_encrypted), row.token_expires_at)
@@ -560,7 +672,9 @@ def _material_case(jobs: list[Job]) -> Any:
 def _credentials_from(secret: dict[str, Any], expires_at: datetime | None) -> Credentials:
     known = {"accessToken", "refreshToken"}
     return Credentials(
-        access_token=secret.get("accessToken"), refresh_token=secret.get("refreshToken"), expires_at=expires_at,
+        access_token=secret.get("accessToken"),
+        refresh_token=secret.get("refreshToken"),
+        expires_at=expires_at,
         extra={k: v for k, v in secret.items() if k not in known},
     )
 

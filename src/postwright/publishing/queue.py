@@ -26,9 +26,7 @@ async def _queries(session: AsyncSession) -> Queries:
     return Queries(AsyncpgDriver(raw.driver_connection))  # type: ignore[arg-type]
 
 
-async def enqueue(
-    session: AsyncSession, entrypoint: str, payload: dict[str, object], due_at: datetime
-) -> int:
+async def enqueue(session: AsyncSession, entrypoint: str, payload: dict[str, object], due_at: datetime) -> int:
     delay = max(due_at - utcnow(), timedelta(0))
     queries = await _queries(session)
     ids = await queries.enqueue(entrypoint, json.dumps(payload).encode(), execute_after=delay)

@@ -13,7 +13,9 @@ class RetryPolicy:
     base_seconds: float = 2.0
     max_seconds: float = 300.0
 
-    def next_delay(self, attempt: int, *, retry_after: timedelta | None = None, rng: random.Random | None = None) -> timedelta | None:
+    def next_delay(
+        self, attempt: int, *, retry_after: timedelta | None = None, rng: random.Random | None = None
+    ) -> timedelta | None:
         """Delay before try `attempt + 1`, or None when the attempts are used up.
 
         Full jitter in [0.5, 1.5) of the exponential step keeps a burst of failures from retrying in

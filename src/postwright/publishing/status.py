@@ -21,9 +21,9 @@ async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = 
 
 async def recompute_post(session: AsyncSession, post: Post) -> None:
     await session.flush()
-    rows = (await session.execute(
-        select(PostTarget.status, PostTarget.published_at).where(PostTarget.post_id == post.id)
-    )).all()
+    rows = (
+        await session.execute(select(PostTarget.status, PostTarget.published_at).where(PostTarget.post_id == post.id))
+    ).all()
     post.status = derive_post_status(
         [r.status for r in rows], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
     ).value

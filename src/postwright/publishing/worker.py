@@ -46,7 +46,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
     media = build_media_context(settings, keys)
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=settings.worker_concurrency * 4))
     publisher = PublishEngine(
-        sessionmaker=sessionmaker, settings=settings, cipher=TokenCipher(keys), media=media, http=http,
+        sessionmaker=sessionmaker,
+        settings=settings,
+        cipher=TokenCipher(keys),
+        media=media,
+        http=http,
         worker_id=new_worker_id(),
     )
     connection = await asyncpg.connect(to_plain_url(settings.database_url))
@@ -86,8 +90,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
     batch = max(1, settings.worker_concurrency // 2)
     tasks = [asyncio.create_task(maintenance()), asyncio.create_task(stopper())]
     try:
-        await manager.run(batch_size=batch, max_concurrent_tasks=max(settings.worker_concurrency, 2 * batch),
-                          dequeue_timeout=timedelta(seconds=5))
+        await manager.run(
+            batch_size=batch,
+            max_concurrent_tasks=max(settings.worker_concurrency, 2 * batch),
+            dequeue_timeout=timedelta(seconds=5),
+        )
     finally:
         stop.set()
         for task in tasks:

@@ -37,9 +37,7 @@ async def get_workspace(session: SessionDep, principal: PrincipalDep) -> dict[st
 
 
 @router.patch("/workspace", summary="Change workspace settings (admin/owner)")
-async def update_workspace(
-    body: WorkspaceUpdate, session: SessionDep, principal: PrincipalDep
-) -> dict[str, Any]:
+async def update_workspace(body: WorkspaceUpdate, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     workspace = await workspaces_service.update_settings(
         session, principal, name=body.name, require_approval=body.requireApproval
     )

@@ -143,22 +143,16 @@ class WorkspacesService:
             select(Membership).where(Membership.workspace_id == workspace_id, Membership.user_id == user_id)
         )
 
-    async def _ensure_member(
-        self, session: AsyncSession, workspace_id: str, user_id: str, role: Role
-    ) -> None:
+    async def _ensure_member(self, session: AsyncSession, workspace_id: str, user_id: str, role: Role) -> None:
         if await self._membership(session, workspace_id, user_id) is None:
             session.add(Membership(workspace_id=workspace_id, user_id=user_id, role=role.value))
             await session.flush()
 
     async def list_keys(self, session: AsyncSession, *, workspace_id: str) -> list[ApiKey]:
-        rows = await session.scalars(
-            select(ApiKey).where(ApiKey.workspace_ids.any(workspace_id)).order_by(ApiKey.id)
-        )
+        rows = await session.scalars(select(ApiKey).where(ApiKey.workspace_ids.any(workspace_id)).order_by(ApiKey.id))
         return list(rows)
 
-    async def revoke_key(
-        self, session: AsyncSession, *, key_id: str, workspace_id: str | None = None
-    ) -> ApiKey:
+    async def revoke_key(self, session: AsyncSession, *, key_id: str, workspace_id: str | None = None) -> ApiKey:
         key = await session.get(ApiKey, key_id)
         if key is None or (workspace_id and workspace_id not in key.workspace_ids):
             raise NotFound(f"API key {key_id} not found.")

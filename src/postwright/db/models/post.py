@@ -113,9 +113,7 @@ class PublishAttempt(Base):
     platform: Mapped[str] = mapped_column(String(32))
     attempt_number: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20), default="PUBLISH")  # PUBLISH | FIRST_COMMENT | LOOKUP
-    status: Mapped[str] = mapped_column(
-        String(20)
-    )  # STARTED | SENT | SUCCEEDED | FAILED | RETRYING | UNKNOWN
+    status: Mapped[str] = mapped_column(String(20))  # STARTED | SENT | SUCCEEDED | FAILED | RETRYING | UNKNOWN
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -62,7 +62,5 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int | None]
     response_body: Mapped[bytes | None]
     response_headers: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
