@@ -25,6 +25,7 @@ from postwright.media.ssrf import SIZE_CAPS
 from postwright.posts.endpoints import router as posts_router
 from postwright.posts.schemas import MediaItemIn
 from postwright.posts.service import posts_service
+from postwright.sandbox.endpoints import router as sandbox_router
 from postwright.workspaces.auth import Principal
 from postwright.workspaces.endpoints import router as workspaces_router
 
@@ -61,10 +62,11 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.cipher = TokenCipher(keys)
     app.state.media = build_media_context(settings, keys)
     app.state.http = None
+    app.state.sandbox = False
     wire_domains(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (posts_router, accounts_router, media_router, workspaces_router, ops_router):
+    for router in (posts_router, accounts_router, media_router, workspaces_router, sandbox_router, ops_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(ops_router)  # /healthz, /readyz, /metrics also at the root for probes

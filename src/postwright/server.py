@@ -22,7 +22,22 @@ async def run_server(settings: Settings, *, with_worker: bool, sandbox: bool = F
     assert settings.database_url
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     await migrate(engine)
+    if sandbox:
+        from postwright.sandbox.endpoints import X_PREFIX
+
+        # The worker publishes to the fakes this very process serves.
+        settings = settings.model_copy(
+            update={
+                "platform_x_base_url": settings.base_public_url.rstrip("/") + X_PREFIX,
+                "x_client_id": settings.x_client_id or "sandbox",
+            }
+        )
     app = create_app(settings, engine=engine)
+    if sandbox:
+        from postwright.sandbox.endpoints import mount_fakes
+
+        app.state.sandbox = True
+        mount_fakes(app)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", access_log=False
     )

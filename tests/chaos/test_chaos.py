@@ -25,7 +25,7 @@ from postwright.testing.fakes import RunningFake, serve_fake
 
 pytestmark = pytest.mark.chaos
 
-POSTS = 1000  # × 3 accounts = 3,000 targets
+POSTS = 1000  # times 3 accounts = 3,000 targets
 KILLS = 4
 
 
@@ -46,16 +46,24 @@ def fake_bsky() -> Iterator[RunningFake]:
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "postwright", "worker", "--concurrency", "24"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
-async def test_burst_with_killed_workers_publishes_exactly_once(make_tenant, database_url, data_dir, engine,
-                                                                fake_x, fake_bsky):
+async def test_burst_with_killed_workers_publishes_exactly_once(
+    make_tenant, database_url, data_dir, engine, fake_x, fake_bsky
+):
     tenant = await make_tenant(accounts=2)
-    bsky = await tenant.post("/social-accounts", json={
-        "platform": "BLUESKY", "handle": "chaos.test",
-        "credentials": {"appPassword": "fake-chaos", "serviceUrl": fake_bsky.base_url}})
+    bsky = await tenant.post(
+        "/social-accounts",
+        json={
+            "platform": "BLUESKY",
+            "handle": "chaos.test",
+            "credentials": {"appPassword": "fake-chaos", "serviceUrl": fake_bsky.base_url},
+        },
+    )
     assert bsky.status_code == 201, bsky.text
     accounts = [a["id"] for a in tenant.accounts] + [bsky.json()["id"]]
 
@@ -63,9 +71,14 @@ async def test_burst_with_killed_workers_publishes_exactly_once(make_tenant, dat
     due_text = due.isoformat().replace("+00:00", "Z")
 
     async def create(i: int) -> None:
-        response = await tenant.post("/posts", json={
-            "content": f"chaos {i} {tenant.workspace_id}", "scheduledFor": due_text,
-            "platforms": [{"accountId": a} for a in accounts]})
+        response = await tenant.post(
+            "/posts",
+            json={
+                "content": f"chaos {i} {tenant.workspace_id}",
+                "scheduledFor": due_text,
+                "platforms": [{"accountId": a} for a in accounts],
+            },
+        )
         assert response.status_code == 201, response.text
 
     for start in range(0, POSTS, 50):
@@ -73,12 +86,18 @@ async def test_burst_with_killed_workers_publishes_exactly_once(make_tenant, dat
     assert datetime.now(UTC) < due, "creating the posts took longer than the lead time"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWRIGHT_")}
-    env.update({
-        "DATABASE_URL": database_url, "POSTWRIGHT_DATA_DIR": str(data_dir),
-        "POSTWRIGHT_PLATFORM_X_BASE_URL": fake_x.base_url, "POSTWRIGHT_X_CLIENT_ID": "chaos",
-        "POSTWRIGHT_PUBLISH_LEASE_SECONDS": "4", "POSTWRIGHT_PLATFORM_TIMEOUT_SECONDS": "2",
-        "POSTWRIGHT_SWEEP_INTERVAL_SECONDS": "0.5", "POSTWRIGHT_LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "POSTWRIGHT_DATA_DIR": str(data_dir),
+            "POSTWRIGHT_PLATFORM_X_BASE_URL": fake_x.base_url,
+            "POSTWRIGHT_X_CLIENT_ID": "chaos",
+            "POSTWRIGHT_PUBLISH_LEASE_SECONDS": "4",
+            "POSTWRIGHT_PLATFORM_TIMEOUT_SECONDS": "2",
+            "POSTWRIGHT_SWEEP_INTERVAL_SECONDS": "0.5",
+            "POSTWRIGHT_LOG_LEVEL": "WARNING",
+        }
+    )
     workers = [start_worker(env), start_worker(env)]
     rng = random.Random(7)
     try:
@@ -93,9 +112,14 @@ async def test_burst_with_killed_workers_publishes_exactly_once(make_tenant, dat
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             async with engine.connect() as conn:
-                pending = (await conn.execute(text(
-                    "SELECT count(*) FROM post_targets WHERE workspace_id = :ws AND status IN ('SCHEDULED', 'PUBLISHING')"
-                ), {"ws": tenant.workspace_id})).scalar_one()
+                pending = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM post_targets WHERE workspace_id = :ws AND status IN ('SCHEDULED', 'PUBLISHING')"
+                        ),
+                        {"ws": tenant.workspace_id},
+                    )
+                ).scalar_one()
             if pending == 0:
                 break
             await asyncio.sleep(1)
@@ -111,10 +135,15 @@ async def test_burst_with_killed_workers_publishes_exactly_once(make_tenant, dat
                 worker.kill()
 
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(
-            "SELECT t.id, t.status, t.error_code, t.external_post_id, t.sent_at, t.platform, p.caption "
-            "FROM post_targets t JOIN posts p ON p.id = t.post_id WHERE t.workspace_id = :ws"
-        ), {"ws": tenant.workspace_id})).all()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT t.id, t.status, t.error_code, t.external_post_id, t.sent_at, t.platform, p.caption "
+                    "FROM post_targets t JOIN posts p ON p.id = t.post_id WHERE t.workspace_id = :ws"
+                ),
+                {"ws": tenant.workspace_id},
+            )
+        ).all()
     assert len(rows) == POSTS * 3
 
     x_posts = [p for p in fake_x.fake.posts() if tenant.workspace_id in p.text]

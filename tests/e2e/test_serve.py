@@ -159,3 +159,46 @@ def test_restart_keeps_data_and_stops_cleanly(served: Served, data_dir: Path) ->
 
 def test_migrate_command(data_dir: Path) -> None:
     run_cli(data_dir, "migrate")
+
+
+def test_sandbox_publishes_to_in_process_fakes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.mktemp("sandbox")
+    server = Served(data_dir)
+    server.process = subprocess.Popen(
+        [sys.executable, "-m", "postwright", "serve", "--port", str(server.port), "--sandbox"],
+        env={**cli_env(data_dir), "POSTWRIGHT_PORT": str(server.port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{server.base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        boot = json.loads(run_cli(data_dir, "bootstrap", "--workspace", "Demo", "--email", "d@demo.test", "--json"))
+        http = httpx.Client(
+            base_url=f"{server.base}/api/v1", headers={"Authorization": f"Bearer {boot['apiKey']}"}, timeout=10
+        )
+        accounts = http.post("/sandbox/accounts")
+        assert accounts.status_code == 201, accounts.text
+        ids = [a["id"] for a in accounts.json()["data"]]
+        post = http.post(
+            "/posts", json={"content": "Hello sandbox", "platforms": [{"accountId": i} for i in ids]}
+        ).json()
+        assert http.post(f"/posts/{post['id']}/publish", json={"leadSeconds": 0}).json()["status"] == "SCHEDULED"
+        for _ in range(100):
+            status = http.get(f"/posts/{post['id']}/status").json()
+            if status["status"] not in ("SCHEDULED", "PUBLISHING"):
+                break
+            time.sleep(0.1)
+        assert status["status"] == "PUBLISHED", status
+        assert all(t["externalUrl"] for t in status["targets"])
+        fake_posts = httpx.get(f"{server.base}/sandbox/x/_fake/posts").json()
+        posts = fake_posts["posts"] if isinstance(fake_posts, dict) else fake_posts
+        assert any("Hello sandbox" in p["text"] for p in posts)
+    finally:
+        assert server.stop() == 0

@@ -230,7 +230,7 @@ class FakeBluesky(FakePlatform):
         return token
 
     def session_json(self, account: BskyAccount, request: Request, access: str, refresh: str) -> dict[str, Any]:
-        pds = self.pds_url or str(request.base_url).rstrip("/")
+        pds = self.pds_url or _own_url(request)
         did_doc = {
             "@context": ["https://www.w3.org/ns/did/v1"],
             "id": account.did,
@@ -468,7 +468,7 @@ async def get_session(fake: FakeBluesky, call: Call) -> Response:
     account = await _authorized(fake, call)
     if isinstance(account, Response):
         return account
-    pds = fake.pds_url or str(call.request.base_url).rstrip("/")
+    pds = fake.pds_url or _own_url(call.request)
     body: dict[str, Any] = {
         "handle": account.handle,
         "did": account.did,
@@ -667,3 +667,8 @@ def create_bluesky_app(
     app = Starlette(routes=routes)
     app.state.fake = fake
     return app
+
+
+def _own_url(request: Request) -> str:
+    """This PDS's URL as clients reach it, including the prefix it is mounted under (sandbox mode)."""
+    return f"{request.url.scheme}://{request.url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
