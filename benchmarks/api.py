@@ -54,8 +54,8 @@ ECHO_BODY = {"content": "benchmark post", "platforms": [{"accountId": "acc_1"}],
 
 def serve_echo(port: int) -> None:
     """A bare FastAPI JSON echo app, served the way `postwright.server.run_server` serves the API:
-    the same uvicorn.Config arguments, and `Server.serve()` under a plain `asyncio.run` (so httptools,
-    but not uvloop: uvicorn installs its loop only in `Server.run`). Keep the two in step."""
+    the same uvicorn.Config arguments, and `Server.serve()` on the loop `postwright.cli.run_async` picks
+    (uvloop when installed). Keep the two in step."""
     import uvicorn
 
     app = FastAPI()
@@ -65,7 +65,9 @@ def serve_echo(port: int) -> None:
         return body
 
     config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="on", access_log=False)
-    asyncio.run(uvicorn.Server(config).serve())
+    from postwright.cli import run_async
+
+    run_async(uvicorn.Server(config).serve())
 
 
 # --------------------------------------------------------------------------------------------------

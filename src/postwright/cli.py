@@ -57,6 +57,18 @@ class Database:
             stop_embedded(self.server)
 
 
+def run_async(coro: Awaitable[T]) -> T:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it): a faster event loop."""
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)  # type: ignore[arg-type]
+
+
 def _run_with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from postwright.db.migrate import migrate
     from postwright.db.session import create_engine, create_sessionmaker, unit_of_work
@@ -91,7 +103,7 @@ def serve(
     configure_logging(settings.log_level)
     with Database(settings) as url:
         settings = settings.model_copy(update={"database_url": url})
-        asyncio.run(run_server(settings, with_worker=not no_worker, sandbox=sandbox))
+        run_async(run_server(settings, with_worker=not no_worker, sandbox=sandbox))
 
 
 @app.command()
@@ -107,7 +119,7 @@ def worker(
     configure_logging(settings.log_level)
     with Database(settings) as url:
         settings = settings.model_copy(update={"database_url": url})
-        asyncio.run(run_worker_only(settings))
+        run_async(run_worker_only(settings))
 
 
 @app.command()

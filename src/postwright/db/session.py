@@ -42,7 +42,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         to_asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per request; recycled connections cover server restarts.
+        pool_recycle=300,
         connect_args={"server_settings": {"application_name": "postwright", "timezone": "UTC"}},
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, any_, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -122,7 +122,7 @@ class PostsRepository:
                 PostTarget.status.in_(statuses),
                 Post.deleted_at.is_(None),
                 or_(
-                    PostTarget.media_ids.any(media_id),
+                    literal(media_id) == any_(PostTarget.media_ids),
                     exists().where(PostMedia.post_id == Post.id, PostMedia.media_asset_id == media_id),
                 ),
             )

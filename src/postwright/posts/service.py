@@ -517,7 +517,7 @@ class PostsService:
             target.status = TargetStatus.SCHEDULED.value
             target.scheduled_for = due
             target.next_attempt_at = None
-        await session.flush()
+            target.auto_attempts = 0
         job_id = await queue.enqueue_dispatch(session, post_id=post.id, generation=post.generation, due_at=due)
         post.workflow_id = queue.workflow_id_for(job_id)
         post.pending_workflow_id = None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from functools import cache
 
-from pgqueuer.db import AsyncpgDriver
 from pgqueuer.queries import Queries
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,17 +20,33 @@ FIRST_COMMENT = "publishing.first_comment"
 ENTRYPOINTS = (DISPATCH_POST, FIRST_COMMENT)
 
 
-async def _queries(session: AsyncSession) -> Queries:
+@cache
+def _enqueue_sql() -> str:
+    # pgqueuer's own INSERT (schema-aware), built once; executing it ourselves keeps it on our transaction.
+    return Queries(None).qbq.build_enqueue_query("raise")  # type: ignore[arg-type]
+
+
+async def enqueue_many(session: AsyncSession, jobs: list[tuple[str, dict[str, object], datetime]]) -> list[int]:
+    """Insert several jobs in one statement on the session's connection and transaction."""
+    if not jobs:
+        return []
+    now = utcnow()
     connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return Queries(AsyncpgDriver(raw.driver_connection))  # type: ignore[arg-type]
+    raw = (await connection.get_raw_connection()).driver_connection
+    rows = await raw.fetch(  # type: ignore[union-attr]
+        _enqueue_sql(),
+        [0] * len(jobs),
+        [entrypoint for entrypoint, _, _ in jobs],
+        [json.dumps(payload).encode() for _, payload, _ in jobs],
+        [max(due_at - now, timedelta(0)) for _, _, due_at in jobs],
+        [None] * len(jobs),
+        ["null"] * len(jobs),
+    )
+    return [int(row["id"]) for row in rows]
 
 
 async def enqueue(session: AsyncSession, entrypoint: str, payload: dict[str, object], due_at: datetime) -> int:
-    delay = max(due_at - utcnow(), timedelta(0))
-    queries = await _queries(session)
-    ids = await queries.enqueue(entrypoint, json.dumps(payload).encode(), execute_after=delay)
-    return int(ids[0])
+    return (await enqueue_many(session, [(entrypoint, payload, due_at)]))[0]
 
 
 async def enqueue_dispatch(session: AsyncSession, *, post_id: str, generation: int, due_at: datetime) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import any_, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.audit.service import audit_service
@@ -149,7 +149,9 @@ class WorkspacesService:
             await session.flush()
 
     async def list_keys(self, session: AsyncSession, *, workspace_id: str) -> list[ApiKey]:
-        rows = await session.scalars(select(ApiKey).where(ApiKey.workspace_ids.any(workspace_id)).order_by(ApiKey.id))
+        rows = await session.scalars(
+            select(ApiKey).where(literal(workspace_id) == any_(ApiKey.workspace_ids)).order_by(ApiKey.id)
+        )
         return list(rows)
 
     async def revoke_key(self, session: AsyncSession, *, key_id: str, workspace_id: str | None = None) -> ApiKey:
@@ -175,36 +177,50 @@ class WorkspacesService:
         """Resolve a raw key; a key for several workspaces must name one."""
         if not raw_key or not raw_key.startswith(API_KEY_PREFIX):
             raise Unauthenticated()
-        key = await session.scalar(
-            select(ApiKey).where(ApiKey.key_hash == hash_api_key(raw_key), ApiKey.revoked_at.is_(None))
-        )
-        if key is None:
+        # One round trip: the key and the caller's membership in every workspace it reaches.
+        rows = (
+            await session.execute(
+                select(
+                    ApiKey.id,
+                    ApiKey.user_id,
+                    ApiKey.role,
+                    ApiKey.scopes,
+                    ApiKey.workspace_ids,
+                    Membership.workspace_id,
+                    Membership.role,
+                )
+                .outerjoin(
+                    Membership,
+                    (Membership.user_id == ApiKey.user_id) & (Membership.workspace_id == any_(ApiKey.workspace_ids)),
+                )
+                .where(ApiKey.key_hash == hash_api_key(raw_key), ApiKey.revoked_at.is_(None))
+            )
+        ).all()
+        if not rows:
             raise Unauthenticated()
+        key_id, user_id, key_role, scopes, workspace_ids = rows[0][:5]
+        roles = {ws: role for *_, ws, role in rows if ws is not None}
         if workspace_hint:
-            if workspace_hint not in key.workspace_ids:
+            if workspace_hint not in workspace_ids:
                 raise NotFound("Workspace not found.")
             workspace_id = workspace_hint
-        elif len(key.workspace_ids) == 1:
-            workspace_id = key.workspace_ids[0]
+        elif len(workspace_ids) == 1:
+            workspace_id = workspace_ids[0]
         else:
             raise ValidationFailed(
                 "This API key reaches several workspaces: name one with the X-Workspace-Id header "
                 "or the workspaceId query parameter.",
                 details=[{"field": "workspaceId", "message": "required for multi-workspace keys"}],
             )
-        membership = await self._membership(session, workspace_id, key.user_id)
-        if membership is None:
+        if workspace_id not in roles:
             raise NotFound("Workspace not found.")
         return Principal(
-            user_id=key.user_id,
-            key_id=key.id,
+            user_id=user_id,
+            key_id=key_id,
             workspace_id=workspace_id,
-            role=lower_role(Role(membership.role), Role(key.role) if key.role else None),
-            scopes=frozenset(key.scopes),
+            role=lower_role(Role(roles[workspace_id]), Role(key_role) if key_role else None),
+            scopes=frozenset(scopes),
         )
-
-    async def touch_key(self, session: AsyncSession, key_id: str) -> None:
-        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
     async def get_workspace(self, session: AsyncSession, principal: Principal) -> Workspace:
         workspace = await session.get(Workspace, principal.workspace_id)
