@@ -336,3 +336,33 @@ async def test_idempotency_on_other_posts(tenant, engine):
     assert again.headers["idempotent-replayed"] == "true"
     without = await tenant.post(f"/posts/{post['id']}/cancel", json={"reason": "r"})
     assert without.status_code == 409
+
+
+async def test_platform_rules_count_length_the_platform_way(tenant):
+    # X counts any URL as 23 characters: 250 + 1 + 23 = 274 fits although the text is 371 long.
+    fits = "a" * 250 + " https://example.com/" + "p" * 100
+    post = await tenant.create_post(
+        content=fits, scheduledFor=future(hours=1), platforms=[{"accountId": tenant.accounts[0]["id"]}]
+    )
+    assert post["status"] == "SCHEDULED"
+    too_long = "a" * 260 + " https://example.com/"
+    response = await tenant.post(
+        "/posts",
+        json={
+            "content": too_long,
+            "scheduledFor": future(hours=1),
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+        },
+    )
+    assert response.status_code == 400
+    assert "weighted" in response.json()["details"][0]["message"]
+
+
+def test_test_only_switch_is_refused_in_production():
+    from pydantic import ValidationError
+
+    from postwright.config import Settings
+
+    with pytest.raises(ValidationError, match="test-only"):
+        Settings(env="production", media_allow_loopback_http=True)
+    assert Settings(env="production").media_allow_loopback_http is False

@@ -484,3 +484,33 @@ async def test_worker_publishes_scheduled_posts_on_time(tenant, settings, fake_x
     finally:
         stop.set()
         await asyncio.wait_for(worker, timeout=15)
+
+
+async def test_cancel_after_claim_but_before_send_sends_nothing(tenant, publisher, fake_x, engine):
+    content = f"claimed then canceled {tenant.workspace_id}"
+    post = await due_post(tenant, content)
+    jobs = await publisher._claim(post["id"], 1)
+    assert len(jobs) == 2
+    assert (await tenant.get(f"/posts/{post['id']}")).json()["status"] == "PUBLISHING"
+    canceled = await tenant.post(f"/posts/{post['id']}/cancel", json={"reason": "stop"})
+    assert canceled.status_code == 200
+    assert canceled.json()["status"] == "CANCELED"
+    await publisher._run(jobs)
+    assert created(fake_x, content) == []
+    assert {r.status for r in await target_rows(engine, post["id"])} == {"CANCELED"}
+    assert (await tenant.get(f"/posts/{post['id']}")).json()["status"] == "CANCELED"
+
+
+async def test_cancel_after_send_is_409_and_the_post_completes(tenant, publisher, fake_x, engine):
+    content = f"sent then cancel {tenant.workspace_id}"
+    post = await due_post(tenant, content)
+    jobs = await publisher._claim(post["id"], 1)
+    prepared = [await publisher._prepare(j) for j in jobs]
+    sent = await publisher._mark_sent(prepared)
+    assert len(sent) == 2
+    refused = await tenant.post(f"/posts/{post['id']}/cancel")
+    assert refused.status_code == 409
+    await asyncio.gather(*(publisher._send(j) for j in sent))
+    await publisher._finish(jobs)
+    assert (await tenant.get(f"/posts/{post['id']}")).json()["status"] == "PUBLISHED"
+    assert len(created(fake_x, content)) == 2

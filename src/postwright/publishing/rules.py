@@ -110,3 +110,39 @@ def register_validator(platform: str, validator: Validator) -> None:
 def validate_content(content: TargetContent) -> list[str]:
     validator = _VALIDATORS.get(content.platform)
     return validator(content) if validator else []
+
+
+def _adapter_validator(basic: Validator, validate_post: Callable[[Any], list[str]]) -> Validator:
+    """The adapter's own rules (length as the platform counts it, media sizes and durations)."""
+    from postwright.publishing.platforms.base import MediaFile, OutboundPost
+
+    def validate(content: TargetContent) -> list[str]:
+        media = tuple(
+            MediaFile(
+                kind=m.kind,
+                mime_type=m.mime_type,
+                width=m.width,
+                height=m.height,
+                duration_ms=m.duration_ms,
+                size_bytes=m.size_bytes,
+            )
+            for m in content.media
+        )
+        post = OutboundPost(
+            target_id="", text=content.text, account_handle="", media=media, platform_options=content.platform_options
+        )
+        # The adapter counts length its platform's way; the basic rule's plain count would be wrong for X.
+        problems = [p for p in basic(content) if "characters" not in p] + validate_post(post)
+        return list(dict.fromkeys(problems))
+
+    return validate
+
+
+def _register_adapter_rules() -> None:
+    from postwright.publishing.platforms import bluesky, x
+
+    register_validator("X", _adapter_validator(_VALIDATORS["X"], x.validate_post))
+    register_validator("BLUESKY", _adapter_validator(_VALIDATORS["BLUESKY"], bluesky.validate_post))
+
+
+_register_adapter_rules()

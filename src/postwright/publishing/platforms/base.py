@@ -42,6 +42,12 @@ class MediaFile:
     width: int | None = None
     height: int | None = None
     duration_ms: int | None = None
+    # Known size when `data` is not loaded (schedule-time validation).
+    size_bytes: int | None = None
+
+    @property
+    def known_size(self) -> int | None:
+        return len(self.data) if self.data is not None else self.size_bytes
 
 
 @dataclass(frozen=True)

@@ -214,10 +214,11 @@ def _media_problems(media: tuple[MediaFile, ...], settings: BlueskySettings) -> 
     for i, item in enumerate(media, 1):
         limit = settings.video_max_bytes if item.kind == "VIDEO" else settings.image_max_bytes
         wanted = "video/mp4" if item.kind == "VIDEO" else "image/"
-        if item.data is None:
+        size = item.known_size
+        if size is None:
             problems.append(f"Media {i}: Bluesky needs the file bytes to upload it.")
-        elif len(item.data) > limit:
-            problems.append(f"Media {i}: {len(item.data)} bytes is over Bluesky's {limit}-byte limit.")
+        elif size > limit:
+            problems.append(f"Media {i}: {size} bytes is over Bluesky's {limit}-byte limit.")
         if not item.mime_type.startswith(wanted):
             problems.append(f"Media {i}: Bluesky does not accept {item.mime_type} here.")
     return problems

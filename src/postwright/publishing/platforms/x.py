@@ -132,10 +132,11 @@ def _media_problems(media: tuple[MediaFile, ...], settings: XSettings) -> list[s
         problems.append("A GIF or video must be the only media of an X post.")
     limits = {"IMAGE": settings.image_max_bytes, "GIF": settings.gif_max_bytes, "VIDEO": settings.video_max_bytes}
     for i, item in enumerate(media, 1):
-        if item.data is None:
+        size = item.known_size
+        if size is None:
             problems.append(f"Media {i}: X needs the file bytes to upload it.")
-        elif item.kind in limits and len(item.data) > limits[item.kind]:
-            problems.append(f"Media {i}: {len(item.data)} bytes is over X's {limits[item.kind]}-byte limit.")
+        elif item.kind in limits and size > limits[item.kind]:
+            problems.append(f"Media {i}: {size} bytes is over X's {limits[item.kind]}-byte limit.")
         duration = item.duration_ms if item.kind == "VIDEO" else None
         if duration is not None and not settings.video_min_ms <= duration <= settings.video_max_ms:
             problems.append(f"Media {i}: X videos must last 0.5 s to {settings.video_max_ms // 60000} min.")

@@ -15,6 +15,7 @@ processes (worker subprocesses in chaos tests) can script and read the same fake
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import random
@@ -128,6 +129,26 @@ class FakePost:
     deleted: bool = False
 
 
+@dataclass
+class _AccountPosts:
+    """One account's posts in creation order, with their creation times for counting by time."""
+
+    posts: list[FakePost] = field(default_factory=list)
+    times: list[datetime] = field(default_factory=list)
+    ascending: bool = True  # times never went backwards, so bisect can count them
+
+    def add(self, post: FakePost) -> None:
+        if self.times and post.created_at < self.times[-1]:
+            self.ascending = False
+        self.posts.append(post)
+        self.times.append(post.created_at)
+
+    def count_since(self, since: datetime) -> int:
+        if self.ascending:
+            return len(self.times) - bisect.bisect_left(self.times, since)
+        return sum(1 for t in self.times if t >= since)
+
+
 class FakeScript:
     """Per-account and global knobs plus one-shot failure queues. Thread-safe."""
 
@@ -200,6 +221,10 @@ class FakePlatform:
         self._lock = threading.RLock()
         self._requests: list[RequestRecord] = []
         self._posts: list[FakePost] = []
+        # Indexes over _posts (receipt logs grow to tens of thousands in burst benchmarks; every create
+        # would otherwise scan them all): first post by id, and each owning account's posts.
+        self._posts_by_id: dict[str, FakePost] = {}
+        self._posts_by_account: dict[str, _AccountPosts] = {}
         self._random = random.Random(seed)
         self.clock_offset = timedelta(0)
 
@@ -270,26 +295,46 @@ class FakePlatform:
     def add_post(self, post: FakePost) -> FakePost:
         with self._lock:
             self._posts.append(post)
+            self._posts_by_id.setdefault(post.id, post)
+            self._posts_by_account.setdefault(post.account, _AccountPosts()).add(post)
         return post
+
+    def _owners(self, account: str) -> list[str]:
+        """Owning accounts of stored posts that `account` names (as the account itself or one of its keys)."""
+        with self._lock:
+            return [o for o in self._posts_by_account if account == o or account in self.account_keys_of(o)]
 
     def posts(self, *, account: str | None = None, include_deleted: bool = False) -> list[FakePost]:
         with self._lock:
-            found = list(self._posts)
-        if account is not None:
-            found = [p for p in found if account in (p.account, *self.account_keys_of(p.account))]
+            if account is None:
+                found = list(self._posts)
+            else:
+                owners = self._owners(account)
+                if len(owners) == 1:
+                    found = list(self._posts_by_account[owners[0]].posts)
+                else:
+                    wanted = set(owners)
+                    found = [p for p in self._posts if p.account in wanted] if wanted else []
         if not include_deleted:
             found = [p for p in found if not p.deleted]
         return found
 
+    def count_posts_since(self, account: str, since: datetime) -> int:
+        """`len([p for p in posts(account=account, include_deleted=True) if p.created_at >= since])`, fast."""
+        with self._lock:
+            return sum(self._posts_by_account[o].count_since(since) for o in self._owners(account))
+
     def find_post(self, post_id: str) -> FakePost | None:
         with self._lock:
-            return next((p for p in self._posts if p.id == post_id), None)
+            return self._posts_by_id.get(post_id)
 
     def reset(self, *, accounts: bool = False) -> None:
         """Forget requests, posts, scripts and the clock offset; `accounts=True` also drops accounts."""
         with self._lock:
             self._requests.clear()
             self._posts.clear()
+            self._posts_by_id.clear()
+            self._posts_by_account.clear()
             self.clock_offset = timedelta(0)
         self.script.reset()
 

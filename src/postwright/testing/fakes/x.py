@@ -140,6 +140,8 @@ class FakeX(FakePlatform):
         self.processing_polls = 1  # STATUS answers "in_progress" this many times before "succeeded"
         self._ids = threading.Lock()
         self._seq = 0
+        # (owning account, text the client sent) -> its posts: the duplicate-content check, without a scan.
+        self._posts_by_text: dict[tuple[str, str], list[FakePost]] = {}
         self._init_state()
 
     def _init_state(self) -> None:
@@ -154,10 +156,27 @@ class FakeX(FakePlatform):
     def reset(self, *, accounts: bool = False) -> None:
         super().reset(accounts=accounts)
         with self._lock:
+            self._posts_by_text.clear()
             self.media.clear()
             self.codes.clear()
             if accounts:
                 self._init_state()
+
+    # -- posts -----------------------------------------------------------------------------------------
+    def add_post(self, post: FakePost) -> FakePost:
+        with self._lock:
+            super().add_post(post)
+            text = post.body.get("text") if isinstance(post.body, dict) else None
+            if isinstance(text, str):
+                self._posts_by_text.setdefault((post.account, text), []).append(post)
+        return post
+
+    def has_live_post_with_text(self, account: str, text: str) -> bool:
+        """`any(p.body.get("text") == text for p in posts(account=account))`, without the scan."""
+        with self._lock:
+            return any(
+                not p.deleted for owner in self._owners(account) for p in self._posts_by_text.get((owner, text), ())
+            )
 
     # -- accounts and tokens ---------------------------------------------------------------------------
     def next_id(self) -> str:
@@ -262,7 +281,7 @@ class FakeX(FakePlatform):
         window_start = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
         reset = int((now + timedelta(seconds=reset_in)).timestamp()) if reset_in is not None else None
         if remaining is None:
-            used = sum(1 for p in self.posts(account=user_id, include_deleted=True) if p.created_at >= window_start)
+            used = self.count_posts_since(user_id, window_start)
             remaining = max(TWEETS_WINDOW_LIMIT - used, 0)
         return {
             "x-rate-limit-limit": str(TWEETS_WINDOW_LIMIT),
@@ -349,7 +368,7 @@ def _check_tweet(fake: FakeX, account: XAccount, body: Any) -> Response | None:
     if reply_to is not None and fake.find_post(str(reply_to)) is None:
         message = "You attempted to reply to a Tweet that is deleted or not visible to you."
         return invalid_request(message, {"reply.in_reply_to_tweet_id": [reply_to]})
-    if text and any(p.body.get("text") == text for p in fake.posts(account=account.user_id)):
+    if text and fake.has_live_post_with_text(account.user_id, text):
         return problem(403, "Forbidden", DUPLICATE_MESSAGE)
     return None
 
