@@ -8,21 +8,15 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postwright.db.session import run_after_commit
+from postwright.db.session import unit_of_work
 from postwright.kit.pagination import PageRequest
 from postwright.workspaces.auth import Principal
 from postwright.workspaces.service import workspaces_service
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessionmaker() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        await run_after_commit(session)
+    async with unit_of_work(request.app.state.sessionmaker) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

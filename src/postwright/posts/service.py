@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.audit.service import audit_service
 from postwright.db.models import (
-    MediaAsset,
     Post,
     PostMedia,
     PostTarget,
@@ -27,7 +26,7 @@ from postwright.posts.schemas import MediaItemIn, PostInput
 from postwright.posts.status import DELETABLE, EDITABLE, PostStatus, TargetStatus, derive_post_status
 from postwright.posts.timing import due_time, parse_instant, parse_timezone
 from postwright.publishing import queue
-from postwright.publishing.rules import MediaFacts, TargetContent, validate_content
+from postwright.publishing.rules import TargetContent, facts_of, validate_content
 from postwright.workspaces.auth import Principal, Role, Scope
 
 # mediaItems[] ingest (URL → MediaAsset); the media domain installs it.
@@ -114,21 +113,8 @@ class PostsService:
             targets=[],
             media=[],
         )
-        await self._fill(session, principal, post, data)
         session.add(post)
-        await session.flush()
-        audit_service.record(
-            session,
-            workspace_id=post.workspace_id,
-            action="post.create",
-            subject_type="post",
-            subject_id=post.id,
-            principal=principal,
-            data={"targets": len(post.targets)},
-        )
-        if due is not None:
-            await self._schedule(session, principal, post, due)
-        refresh_status(post)
+        await self._compose(session, principal, post, data, due, action="post.create")
         return post
 
     async def update(self, session: AsyncSession, principal: Principal, post_id: str, data: PostInput) -> Post:
@@ -153,20 +139,7 @@ class PostsService:
         post.canceled_at = post.cancel_reason = None
         post.awaiting_approval = False
         post.approved_by_user_id = post.approved_at = None
-        await self._fill(session, principal, post, data)
-        await session.flush()
-        audit_service.record(
-            session,
-            workspace_id=post.workspace_id,
-            action="post.update",
-            subject_type="post",
-            subject_id=post.id,
-            principal=principal,
-            data={"targets": len(post.targets)},
-        )
-        if due is not None:
-            await self._schedule(session, principal, post, due)
-        refresh_status(post)
+        await self._compose(session, principal, post, data, due, action="post.update")
         return post
 
     async def cancel(self, session: AsyncSession, principal: Principal, post_id: str, reason: str | None) -> Post:
@@ -374,6 +347,31 @@ class PostsService:
 
     # ---- internals -----------------------------------------------------------------------------
 
+    async def _compose(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        post: Post,
+        data: PostInput,
+        due: datetime | None,
+        *,
+        action: str,
+    ) -> None:
+        """Attach targets and media, schedule when a time is given, and record the change."""
+        await self._fill(session, principal, post, data)
+        if due is not None:
+            await self._schedule(session, principal, post, due)
+        refresh_status(post)
+        audit_service.record(
+            session,
+            workspace_id=post.workspace_id,
+            action=action,
+            subject_type="post",
+            subject_id=post.id,
+            principal=principal,
+            data={"targets": len(post.targets)},
+        )
+
     def _require_editor(self, principal: Principal, action: str) -> None:
         principal.require_role(Role.EDITOR, action)
 
@@ -477,7 +475,7 @@ class PostsService:
                 platform=target.platform,
                 text=target.caption_override if target.caption_override is not None else (post.caption or ""),
                 first_comment=target.first_comment,
-                media=[_facts(media[m]) for m in ids if m in media],
+                media=[facts_of(media[m]) for m in ids if m in media],
                 platform_options=target.platform_options or {},
             )
             for problem in validate_content(content):
@@ -559,18 +557,6 @@ class PostsService:
         post.canceled_at = utcnow()
         post.awaiting_approval = False
         refresh_status(post)
-
-
-def _facts(asset: MediaAsset) -> MediaFacts:
-    return MediaFacts(
-        id=asset.id,
-        kind=asset.kind,
-        mime_type=asset.mime_type,
-        size_bytes=asset.size_bytes,
-        width=asset.width,
-        height=asset.height,
-        duration_ms=asset.duration_ms,
-    )
 
 
 def account_label(account: SocialAccount) -> dict[str, Any]:

@@ -44,8 +44,8 @@ from postwright.publishing.platforms.base import (
 )
 from postwright.publishing.platforms.registry import build_adapter, platform_key_for
 from postwright.publishing.retry import RetryPolicy
-from postwright.publishing.rules import MediaFacts, TargetContent, validate_content
-from postwright.publishing.status import lock_post, recompute_post
+from postwright.publishing.rules import TargetContent, facts_of, validate_content
+from postwright.publishing.status import lock_post, lock_target, recompute_post
 
 log = structlog.get_logger("postwright.publishing")
 REFRESH_MARGIN = timedelta(minutes=5)
@@ -189,12 +189,7 @@ class PublishEngine:
     async def first_comment(self, target_id: str) -> None:
         """Post the target's first comment as a reply; failures stay on the target, never unpublish it."""
         async with unit_of_work(self.sessionmaker) as session:
-            target = await session.scalar(
-                select(PostTarget)
-                .where(PostTarget.id == target_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
+            target = await lock_target(session, target_id)
             if (
                 target is None
                 or target.status != "PUBLISHED"
@@ -344,10 +339,7 @@ class PublishEngine:
                 platform=job.platform,
                 text=job.text,
                 first_comment=job.first_comment,
-                media=[
-                    MediaFacts(m.id, m.kind, m.mime_type, m.size_bytes, m.width, m.height, m.duration_ms)
-                    for m in job.media
-                ],
+                media=[facts_of(m) for m in job.media],
                 platform_options=job.platform_options,
             )
         )
@@ -559,12 +551,7 @@ class PublishEngine:
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
             post = await lock_post(session, post_id)
-            target = await session.scalar(
-                select(PostTarget)
-                .where(PostTarget.id == target_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
+            target = await lock_target(session, target_id)
             if (
                 post is None
                 or target is None

@@ -48,6 +48,19 @@ class TargetContent:
 Validator = Callable[[TargetContent], list[str]]
 
 
+def facts_of(asset: Any) -> MediaFacts:
+    """The figures rules look at, from a MediaAsset row."""
+    return MediaFacts(
+        id=asset.id,
+        kind=asset.kind,
+        mime_type=asset.mime_type,
+        size_bytes=asset.size_bytes,
+        width=asset.width,
+        height=asset.height,
+        duration_ms=asset.duration_ms,
+    )
+
+
 @dataclass(frozen=True)
 class BasicRule:
     max_chars: int

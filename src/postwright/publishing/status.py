@@ -19,6 +19,13 @@ async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = 
     )
 
 
+async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | None:
+    """A target's current row, locked (take the post's lock first)."""
+    return await session.scalar(
+        select(PostTarget).where(PostTarget.id == target_id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
 async def recompute_post(session: AsyncSession, post: Post) -> None:
     await session.flush()
     rows = (

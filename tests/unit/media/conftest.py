@@ -27,38 +27,7 @@ from PIL import Image
 
 from postwright.media.ssrf import PinnedTarget, pinned_connector
 
-# --------------------------------------------------------------------------------------------
-# Socket guard
-# --------------------------------------------------------------------------------------------
-
-
-def _is_loopback_sockaddr(address: object) -> bool:
-    if not isinstance(address, tuple) or not address:
-        return True  # AF_UNIX paths and the like never leave the machine
-    host = str(address[0]).split("%", 1)[0]
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name would be resolved by the OS: refuse, we never need it
-
-
-@pytest.fixture(autouse=True)
-def loopback_only_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback_sockaddr(address):
-            raise AssertionError(f"test tried to open a socket to non-loopback {address!r}")
-        return real_connect(self, address)  # type: ignore[arg-type]
-
-    def connect_ex(self: socket.socket, address: object) -> int:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback_sockaddr(address):
-            raise AssertionError(f"test tried to open a socket to non-loopback {address!r}")
-        return real_connect_ex(self, address)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+# The loopback-only socket guard lives in tests/conftest.py and covers these tests too.
 
 
 # --------------------------------------------------------------------------------------------
