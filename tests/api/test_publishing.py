@@ -97,6 +97,9 @@ async def test_due_post_is_published_once_on_every_target(tenant, publisher, fak
     # The same job again (pgqueuer re-delivery) finds nothing to do.
     assert await publisher.dispatch(post["id"], 1) == 0
     assert len(created(fake_x, content)) == 2
+    metrics = (await tenant.client.get("/metrics")).text
+    assert 'postwright_target_outcomes_total{outcome="published",platform="X"}' in metrics
+    assert "postwright_publish_lag_seconds_count" in metrics
 
 
 @pytest.mark.parametrize("change", ["edit", "cancel", "reschedule", "delete"])

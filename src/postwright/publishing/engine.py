@@ -30,6 +30,7 @@ from postwright.kit.ids import new_id
 from postwright.media.service import MediaContext
 from postwright.publishing import queue
 from postwright.publishing.claims import claim_due_targets, expired_leases
+from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
 from postwright.publishing.platforms.base import (
     AdapterContext,
     Credentials,
@@ -91,6 +92,7 @@ class Job:
     media: list[MediaAsset]
     alt_texts: dict[str, str | None]
     material: str | None
+    due_at: datetime | None = None
     sent_after: datetime | None = None
     outbound: OutboundPost | None = None
     creds: Credentials | None = None
@@ -313,6 +315,7 @@ class PublishEngine:
                     media=[assets[m] for m in ids if m in assets],
                     alt_texts=alt,
                     material=target.idempotency_material,
+                    due_at=target.next_attempt_at or target.scheduled_for,
                 )
             )
         return jobs
@@ -389,6 +392,8 @@ class PublishEngine:
         async with unit_of_work(self.sessionmaker) as session:
             for job in jobs:
                 job.sent_after = now
+                if job.due_at is not None:
+                    PUBLISH_LAG.observe(max(0.0, (now - job.due_at).total_seconds()))
             marked = set(
                 await session.scalars(
                     update(PostTarget)
@@ -501,6 +506,7 @@ class PublishEngine:
     ) -> datetime | None:
         outcome = job.outcome
         target.lease_owner = target.lease_expires_at = None
+        TARGET_OUTCOMES.labels(job.platform, type(outcome).__name__.lower()).inc()
         if attempt is not None:
             attempt.finished_at = now
         if isinstance(outcome, Published):
