@@ -366,3 +366,13 @@ def test_test_only_switch_is_refused_in_production():
     with pytest.raises(ValidationError, match="test-only"):
         Settings(env="production", media_allow_loopback_http=True)
     assert Settings(env="production").media_allow_loopback_http is False
+
+
+async def test_idempotency_scope_is_the_key_not_the_header(tenant):
+    body = {"content": "either header", "platforms": [{"accountId": tenant.accounts[0]["id"]}]}
+    first = await tenant.client.post(
+        "/posts", json=body, headers={"Authorization": f"Bearer {tenant.key}", "Idempotency-Key": "hdr-1"}
+    )
+    again = await tenant.client.post("/posts", json=body, headers={"x-api-key": tenant.key, "Idempotency-Key": "hdr-1"})
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]

@@ -494,6 +494,7 @@ async def test_first_comment_retry_with_cooldown(tenant, engine):
         target["id"],
         status="PUBLISHED",
         first_comment_error="comments disabled",
+        first_comment_state="FAILED",
         first_comment_attempt=1,
         first_comment_last_attempt_at=datetime.now(UTC) - timedelta(seconds=10),
         published_at=datetime.now(UTC),

@@ -289,7 +289,10 @@ async def test_failed_first_comment_keeps_target_published_and_can_be_retried(te
     target_id = post["targets"][0]["id"]
     # The reply leg is the only create left for this account: script its refusal.
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE post_targets SET first_comment = 'c1' WHERE id = :id"), {"id": target_id})
+        await conn.execute(
+            text("UPDATE post_targets SET first_comment = 'c1', first_comment_state = 'PENDING' WHERE id = :id"),
+            {"id": target_id},
+        )
     fake_x.fake.push_failure("content_rejected", account=token_of(tenant))
     await publisher.first_comment(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()
@@ -517,3 +520,109 @@ async def test_cancel_after_send_is_409_and_the_post_completes(tenant, publisher
     await publisher._finish(jobs)
     assert (await tenant.get(f"/posts/{post['id']}")).json()["status"] == "PUBLISHED"
     assert len(created(fake_x, content)) == 2
+
+
+async def test_stranded_first_comment_is_not_resent(tenant, publisher, fake_x, engine):
+    content = f"stranded comment {tenant.workspace_id}"
+    post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
+    await publisher.dispatch(post["id"], 1)
+    target_id = post["targets"][0]["id"]
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET first_comment = 'c', first_comment_state = 'SENDING', first_comment_attempt = 1, "
+                "first_comment_last_attempt_at = now() - interval '10 minutes' WHERE id = :id"
+            ),
+            {"id": target_id},
+        )
+    before = len(fake_x.fake.posts())
+    await publisher.first_comment(target_id)
+    got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
+    assert "may or may not" in got["firstCommentError"]
+    assert len(fake_x.fake.posts()) == before
+    # A comment still being sent by a live worker is left alone.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET first_comment_state = 'SENDING', first_comment_error = NULL, "
+                "first_comment_last_attempt_at = now() WHERE id = :id"
+            ),
+            {"id": target_id},
+        )
+    await publisher.first_comment(target_id)
+    assert (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]["firstCommentError"] is None
+
+
+async def test_editor_publish_now_in_approval_workspace_waits(tenant, publisher, fake_x):
+    assert (await tenant.patch("/workspace", json={"requireApproval": True})).status_code == 200
+    editor = await tenant.make_key(role="EDITOR", email="ed-pub@example.com")
+    content = f"needs approval now {tenant.workspace_id}"
+    post = (
+        await tenant.post(
+            "/posts", key=editor, json={"content": content, "platforms": [{"accountId": tenant.accounts[0]["id"]}]}
+        )
+    ).json()
+    published = (await tenant.post(f"/posts/{post['id']}/publish", key=editor, json={"leadSeconds": 0})).json()
+    assert published["status"] == "NEEDS_APPROVAL"
+    assert {t["status"] for t in published["targets"]} == {"DRAFT"}
+    assert await publisher.dispatch(post["id"], 2) == 0
+    assert await publisher.sweep() >= 0
+    assert created(fake_x, content) == []
+
+
+async def test_slow_send_keeps_its_lease(tenant, settings, engine, app, fake_x):
+    tuned = settings.model_copy(
+        update={
+            "platform_x_base_url": fake_x.base_url,
+            "platform_timeout_seconds": 6.0,
+            "publish_lease_seconds": 1.5,
+            "x_client_id": "postwright-test",
+        }
+    )
+    content = f"slow platform {tenant.workspace_id}"
+    fake_x.fake.set_knobs(account=token_of(tenant), latency_ms=2500)
+    try:
+        post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
+        async with aiohttp.ClientSession() as http:
+            worker = PublishEngine(
+                sessionmaker=create_sessionmaker(engine),
+                settings=tuned,
+                cipher=app.state.cipher,
+                media=app.state.media,
+                http=http,
+                worker_id="slow-worker",
+            )
+            other = PublishEngine(
+                sessionmaker=create_sessionmaker(engine),
+                settings=tuned,
+                cipher=app.state.cipher,
+                media=app.state.media,
+                http=http,
+                worker_id="other-worker",
+            )
+            sending = asyncio.create_task(worker.dispatch(post["id"], 1))
+            for _ in range(12):  # the reconciler of another worker keeps looking during the slow send
+                await asyncio.sleep(0.25)
+                assert await other.reconcile() == 0
+            await sending
+    finally:
+        fake_x.fake.set_knobs(account=token_of(tenant), latency_ms=0)
+    got = (await tenant.get(f"/posts/{post['id']}")).json()
+    assert got["targets"][0]["status"] == "PUBLISHED"
+    assert len(created(fake_x, content)) == 1
+
+
+async def test_reconciler_gives_up_on_a_target_that_keeps_crashing_workers(tenant, publisher, engine):
+    post = await due_post(tenant, f"poison {tenant.workspace_id}", platforms=[{"accountId": tenant.accounts[0]["id"]}])
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE post_targets SET status='PUBLISHING', lease_owner='dead', auto_attempts = 3, attempt_count = 3, "
+                "lease_expires_at = now() - interval '1 second', sent_at = NULL WHERE post_id = :p"
+            ),
+            {"p": post["id"]},
+        )
+    await publisher.reconcile()
+    got = (await tenant.get(f"/posts/{post['id']}")).json()
+    assert got["targets"][0]["status"] == "FAILED"
+    assert "interrupted" in got["targets"][0]["errorMessage"]

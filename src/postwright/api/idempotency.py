@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +23,9 @@ from postwright.api.errors import error_body
 from postwright.db.models import IdempotencyRecord
 from postwright.kit.clock import utcnow
 
-IN_PROGRESS_LOCK = timedelta(seconds=60)
+# Longer than any request may run (media ingest fetches several URLs), so a client retry never runs
+# beside a first request that is still working.
+IN_PROGRESS_LOCK = timedelta(minutes=15)
 MAX_KEY_LENGTH = 255
 
 
@@ -57,14 +60,16 @@ class IdempotencyMiddleware:
             return
 
         body, replay_receive = await _buffer_body(receive)
-        credential = headers.get(b"authorization") or headers.get(b"x-api-key") or b""
+        credential = _raw_key(headers)
         workspace = headers.get(b"x-workspace-id", b"")
         scope_id = hashlib.sha256(credential + b"|" + workspace).hexdigest()[:48]
         request_hash = hashlib.sha256(
             b"|".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
 
-        claimed = await self._claim(scope_id, key_text, request_hash, request_id)
+        # The owner token ties the record to this request: a later takeover is not undone by our finish.
+        owner = uuid.uuid4().hex
+        claimed = await self._claim(scope_id, key_text, request_hash, request_id, owner)
         if isinstance(claimed, tuple):
             status, payload, extra_headers = claimed
             await _send_json(send, status, payload, extra_headers)
@@ -83,10 +88,10 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_receive, capture)
         finally:
-            await self._finish(claimed, captured)
+            await self._finish(claimed, owner, captured)
 
     async def _claim(
-        self, scope_id: str, key: str, request_hash: str, request_id: str
+        self, scope_id: str, key: str, request_hash: str, request_id: str, owner: str
     ) -> int | tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
@@ -100,6 +105,7 @@ class IdempotencyMiddleware:
             inserted = await session.scalar(
                 insert(IdempotencyRecord)
                 .values(
+                    owner=owner,
                     scope=scope_id,
                     key=key,
                     request_hash=request_hash,
@@ -149,9 +155,10 @@ class IdempotencyMiddleware:
             # The first request died without an answer: this one takes over.
             record.locked_until = now + IN_PROGRESS_LOCK
             record.request_hash = request_hash
+            record.owner = owner
             return record.id
 
-    async def _finish(self, record_id: int, captured: dict[str, Any]) -> None:
+    async def _finish(self, record_id: int, owner: str, captured: dict[str, Any]) -> None:
         status = captured["status"]
         async with self.sessionmaker() as session, session.begin():
             if status is not None and 200 <= status < 300:
@@ -162,7 +169,7 @@ class IdempotencyMiddleware:
                 ]
                 await session.execute(
                     update(IdempotencyRecord)
-                    .where(IdempotencyRecord.id == record_id)
+                    .where(IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
                     .values(
                         status_code=status,
                         response_body=captured["body"],
@@ -171,7 +178,18 @@ class IdempotencyMiddleware:
                     )
                 )
             else:
-                await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+                await session.execute(
+                    delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
+                )
+
+
+def _raw_key(headers: dict[bytes, bytes]) -> bytes:
+    """The API key itself, whichever header carries it, so both spellings share one key space."""
+    authorization = headers.get(b"authorization", b"")
+    scheme, _, value = authorization.partition(b" ")
+    if scheme.lower() == b"bearer" and value.strip():
+        return value.strip()
+    return headers.get(b"x-api-key", b"").strip()
 
 
 async def _buffer_body(receive: Receive) -> tuple[bytes, Receive]:

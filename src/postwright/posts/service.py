@@ -320,7 +320,11 @@ class PostsService:
         self._require_editor(principal, "retry first comments")
         post = await self.get(session, principal, post_id, for_update=True)
         target = self._target(post, target_id)
-        if target.status != TargetStatus.PUBLISHED or not target.first_comment or not target.first_comment_error:
+        if (
+            target.status != TargetStatus.PUBLISHED
+            or not target.first_comment
+            or target.first_comment_state != "FAILED"
+        ):
             raise Conflict("Only a failed first comment of a PUBLISHED target can be retried.")
         last = target.first_comment_last_attempt_at
         if last is not None:
@@ -332,7 +336,7 @@ class PostsService:
                     retry_after_seconds=seconds,
                 )
         target.first_comment_error = None
-        target.first_comment_last_attempt_at = utcnow()
+        target.first_comment_state = "PENDING"
         await queue.enqueue_first_comment(session, target_id=target.id, due_at=utcnow())
         audit_service.record(
             session,
@@ -506,7 +510,10 @@ class PostsService:
         ):
             post.awaiting_approval = True
             for target in post.targets:
-                target.scheduled_for = due
+                if target.status in UNSENT:
+                    # Back to DRAFT: nothing may claim them until an admin approves.
+                    target.status = TargetStatus.DRAFT.value
+                    target.scheduled_for = due
             return
         await self._enqueue(session, post, [t for t in post.targets if t.status in UNSENT], due)
 

@@ -11,7 +11,9 @@ what may have left — it never re-sends blindly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +41,7 @@ from postwright.publishing.platforms.base import (
     OutcomeUnknown,
     PermanentError,
     PlatformAdapter,
+    PlatformError,
     PublishResult,
     ReauthRequired,
     RetryableError,
@@ -50,6 +53,7 @@ from postwright.publishing.status import lock_post, lock_target, recompute_post
 
 log = structlog.get_logger("postwright.publishing")
 REFRESH_MARGIN = timedelta(minutes=5)
+SWEEP_PARALLELISM = 4
 
 
 # ---- outcomes --------------------------------------------------------------------------------------
@@ -171,8 +175,14 @@ class PublishEngine:
                     .limit(limit)
                 )
             )
-        counts = await asyncio.gather(*(self.dispatch(p, None) for p in post_ids))
-        return sum(counts)
+        # Bounded: the sweep shares the connection pool with the queue consumers.
+        gate = asyncio.Semaphore(SWEEP_PARALLELISM)
+
+        async def bounded(post_id: str) -> int:
+            async with gate:
+                return await self.dispatch(post_id, None)
+
+        return sum(await asyncio.gather(*(bounded(p) for p in post_ids)))
 
     async def reconcile(self, *, limit: int = 100) -> int:
         """Targets whose worker died mid-publish: re-queue if never sent, else look the post up."""
@@ -192,53 +202,63 @@ class PublishEngine:
         """Post the target's first comment as a reply; failures stay on the target, never unpublish it."""
         async with unit_of_work(self.sessionmaker) as session:
             target = await lock_target(session, target_id)
-            if (
-                target is None
-                or target.status != "PUBLISHED"
-                or not target.first_comment
-                or target.first_comment_external_id
-                or not target.external_post_id
-            ):
+            if target is None or target.status != "PUBLISHED" or not target.first_comment:
+                return
+            if target.first_comment_state == "SENDING":
+                started = target.first_comment_last_attempt_at
+                if started is not None and started > utcnow() - self.lease:
+                    return  # another worker is sending it right now
+                # A worker died while this comment was being sent: it may exist, so it is not sent again.
+                target.first_comment_state = "FAILED"
+                target.first_comment_error = (
+                    "The comment may or may not have been posted (the worker stopped); check and retry."
+                )
+                return
+            if target.first_comment_state != "PENDING" or not target.external_post_id:
                 return
             account = await session.get(SocialAccount, target.social_account_id)
-            if account is None or account.credentials_encrypted is None:
-                target.first_comment_error = "The account is no longer connected."
+            adapter = self.adapter_for(target.platform)
+            if account is None or account.credentials_encrypted is None or adapter is None:
+                target.first_comment_state = "FAILED"
+                target.first_comment_error = (
+                    "The account is no longer connected."
+                    if adapter
+                    else f"Comments on {target.platform} are not supported yet."
+                )
                 return
-            target.first_comment_attempt += 1
-            target.first_comment_last_attempt_at = utcnow()
-            text, reply_to, platform = target.first_comment, target.external_post_id, target.platform
-        adapter = self.adapter_for(platform)
-        error: str | None = None
-        result: PublishResult | None = None
-        if adapter is None:
-            error = f"Comments on {platform} are not supported yet."
-        else:
             outbound = OutboundPost(
                 target_id=target_id,
-                text=text,
+                text=target.first_comment,
                 account_handle=account.handle,
                 account_external_id=account.external_id,
-                reply_to_external_id=reply_to,
+                reply_to_external_id=target.external_post_id,
             )
-            outbound = replace(outbound, idempotency_key=adapter.prepare(outbound))
+            target.first_comment_material = target.first_comment_material or adapter.prepare(outbound)
+            outbound = replace(outbound, idempotency_key=target.first_comment_material)
+            target.first_comment_state = "SENDING"
+            target.first_comment_attempt += 1
+            target.first_comment_last_attempt_at = utcnow()
+        error: str | None = None
+        result: PublishResult | None = None
+        try:
+            creds = await self._credentials(account)
             try:
-                creds = await self._credentials(account)
-                try:
-                    result = await adapter.reply(creds, outbound)
-                except ReauthRequired:
-                    result = await adapter.reply(await self._credentials(account, force=True), outbound)
-            except OutcomeUnknown:
-                error = "The comment may or may not have been posted (no answer from the platform); check and retry."
-            except (RetryableError, PermanentError, ReauthRequired) as exc:
-                error = exc.message
-            except Exception as exc:  # an adapter bug must not lose the published state
-                log.exception("publishing.first_comment_crashed", target_id=target_id)
-                error = f"Unexpected error ({type(exc).__name__})."
+                result = await adapter.reply(creds, outbound)
+            except ReauthRequired:
+                result = await adapter.reply(await self._credentials(account, force=True), outbound)
+        except OutcomeUnknown:
+            error = "The comment may or may not have been posted (no answer from the platform); check and retry."
+        except (RetryableError, PermanentError, ReauthRequired) as exc:
+            error = exc.message
+        except Exception as exc:  # an adapter bug must not lose the published state
+            log.exception("publishing.first_comment_crashed", target_id=target_id)
+            error = f"Unexpected error ({type(exc).__name__})."
         async with unit_of_work(self.sessionmaker) as session:
             await session.execute(
                 update(PostTarget)
-                .where(PostTarget.id == target_id)
+                .where(PostTarget.id == target_id, PostTarget.first_comment_state == "SENDING")
                 .values(
+                    first_comment_state="DONE" if result else "FAILED",
                     first_comment_error=error,
                     first_comment_external_id=result.external_post_id if result else None,
                 )
@@ -325,40 +345,74 @@ class PublishEngine:
     async def _run(self, jobs: list[Job]) -> None:
         ready = [job for job in await asyncio.gather(*(self._prepare(j) for j in jobs)) if job.outcome is None]
         sent = await self._mark_sent(ready)
-        await asyncio.gather(*(self._send(job) for job in sent))
-        await self._finish(jobs)
-        for job in jobs:
-            if isinstance(job.outcome, Published) and job.first_comment:
-                await self.first_comment(job.target_id)
+        async with self._heartbeat([job.target_id for job in sent]):
+            await asyncio.gather(*(self._send(job) for job in sent))
+        for target_id in await self._finish(jobs):
+            await self.first_comment(target_id)
 
-    async def _prepare(self, job: Job) -> Job:
-        """Everything that can fail before anything is sent: adapter, rules, credentials, media."""
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, target_ids: list[str]) -> AsyncIterator[None]:
+        """Keep our leases alive while requests are in flight, so a slow send is never taken over."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.lease.total_seconds() / 3)
+                try:
+                    async with unit_of_work(self.sessionmaker) as session:
+                        await session.execute(
+                            update(PostTarget)
+                            .where(
+                                PostTarget.id.in_(target_ids),
+                                PostTarget.lease_owner == self.worker_id,
+                                PostTarget.status == "PUBLISHING",
+                            )
+                            .values(lease_expires_at=utcnow() + self.lease)
+                            .execution_options(synchronize_session=False)
+                        )
+                except Exception:
+                    log.exception("publishing.heartbeat_failed")
+
+        task = asyncio.create_task(beat()) if target_ids else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    async def _prepare(self, job: Job, *, with_media: bool = True) -> Job:
+        """Everything that can fail before anything is sent: adapter, rules, credentials, media.
+
+        Never raises: a target that cannot be prepared gets an outcome instead of looping through leases.
+        """
+        try:
+            return await self._prepare_unsafe(job, with_media=with_media)
+        except PermanentError as exc:
+            job.outcome = Failed(exc.error_code, exc.message, account_expired=exc.error_code == "AUTH_EXPIRED")
+        except (RetryableError, ReauthRequired, OutcomeUnknown) as exc:
+            job.outcome = Retry(f"Could not prepare the post: {exc.message}")
+        except Exception as exc:
+            log.exception("publishing.prepare_failed", target_id=job.target_id)
+            job.outcome = Retry(f"Could not prepare the post ({type(exc).__name__}).")
+        return job
+
+    async def _prepare_unsafe(self, job: Job, *, with_media: bool) -> Job:
         adapter = self.adapter_for(job.platform)
         if adapter is None:
             job.outcome = Failed("PLATFORM_ERROR", f"Publishing to {job.platform} is not supported yet.")
             return job
-        problems = validate_content(
-            TargetContent(
-                platform=job.platform,
-                text=job.text,
-                first_comment=job.first_comment,
-                media=[facts_of(m) for m in job.media],
-                platform_options=job.platform_options,
-            )
+        content = TargetContent(
+            platform=job.platform,
+            text=job.text,
+            first_comment=job.first_comment,
+            media=[facts_of(m) for m in job.media],
+            platform_options=job.platform_options,
         )
-        if problems:
+        if problems := validate_content(content):
             job.outcome = Failed("VALIDATION_FAILED", "; ".join(problems))
             return job
-        try:
-            job.creds = await self._credentials(job.account)
-            media = tuple([await self._media_file(job, asset) for asset in job.media])
-        except PermanentError as exc:
-            job.outcome = Failed(exc.error_code, exc.message, account_expired=exc.error_code == "AUTH_EXPIRED")
-            return job
-        except Exception as exc:
-            log.exception("publishing.prepare_failed", target_id=job.target_id)
-            job.outcome = Retry(f"Could not prepare the post ({type(exc).__name__}).")
-            return job
+        job.creds = await self._credentials(job.account)
+        media = tuple([await self._media_file(job, asset) for asset in job.media]) if with_media else ()
         job.outbound = OutboundPost(
             target_id=job.target_id,
             text=job.text,
@@ -390,6 +444,7 @@ class PublishEngine:
             return []
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
+            await lock_post(session, jobs[0].post_id)  # lock order: post, then targets (as cancel does)
             for job in jobs:
                 job.sent_after = now
                 if job.due_at is not None:
@@ -401,21 +456,24 @@ class PublishEngine:
                         PostTarget.id.in_([j.target_id for j in jobs]),
                         PostTarget.status == "PUBLISHING",
                         PostTarget.lease_owner == self.worker_id,
+                        PostTarget.lease_expires_at > now,
                     )
-                    .values(sent_at=now, idempotency_material=_material_case(jobs))
+                    .values(sent_at=now, idempotency_material=_material_case(jobs), lease_expires_at=now + self.lease)
                     .returning(PostTarget.id)
                     .execution_options(synchronize_session=False)
                 )
             )
-            await session.execute(
-                update(PublishAttempt)
-                .where(PublishAttempt.id.in_([j.attempt_id for j in jobs if j.target_id in marked]))
-                .values(status="SENT", sent_at=now)
-            )
-        for job in jobs:
-            if job.target_id not in marked:
-                job.outcome = None  # canceled meanwhile: nothing was sent, nothing to record
-                job.extra["skipped"] = True
+            for job in jobs:
+                await session.execute(
+                    update(PublishAttempt)
+                    .where(PublishAttempt.id == job.attempt_id)
+                    .values(
+                        status="SENT" if job.target_id in marked else "ABANDONED",
+                        sent_at=now if job.target_id in marked else None,
+                        finished_at=None if job.target_id in marked else now,
+                    )
+                )
+        # Targets not marked were canceled (or taken over) meanwhile: nothing was sent, nothing to record.
         return [j for j in jobs if j.target_id in marked]
 
     async def _send(self, job: Job) -> None:
@@ -455,18 +513,26 @@ class PublishEngine:
             return Failed("OUTCOME_UNKNOWN", f"{detail} The lookup failed ({type(exc).__name__}); not re-sent.")
         if found is not None:
             return Published(found)
-        if job.material:
-            # The platform dedupes on the material stored before sending (Bluesky rkey): resending is safe.
-            return Retry(f"{detail} The post was not found; it will be sent again with the same key.")
+        if job.material and job.creds is not None:
+            # The platform dedupes on the material stored before sending (Bluesky rkey), so one resend now
+            # is safe. The target stays PUBLISHING with sent_at set meanwhile: cancel and edit still see
+            # that a request may have left.
+            try:
+                return Published(await adapter.publish(job.creds, outbound))
+            except PlatformError as exc:
+                message = f"{detail} The post was not found and a resend failed ({exc.message})."
+                return Failed("OUTCOME_UNKNOWN", message)
         return Failed("OUTCOME_UNKNOWN", f"{detail} The post was not found, but it may still appear; not re-sent.")
 
     # ---- record ---------------------------------------------------------------------------------------
 
-    async def _finish(self, jobs: list[Job]) -> None:
+    async def _finish(self, jobs: list[Job]) -> list[str]:
+        """Record every outcome in one transaction; returns the targets whose first comment is now due."""
         done = [j for j in jobs if j.outcome is not None]
         if not done:
-            return
+            return []
         now = utcnow()
+        comments: list[str] = []
         async with unit_of_work(self.sessionmaker) as session:
             post = await lock_post(session, done[0].post_id)
             assert post is not None
@@ -475,25 +541,41 @@ class PublishEngine:
                 for t in await session.scalars(
                     select(PostTarget)
                     .where(PostTarget.id.in_([j.target_id for j in done]))
+                    .order_by(PostTarget.id)
                     .with_for_update()
                     .execution_options(populate_existing=True)
                 )
             }
             retry_at: datetime | None = None
+            account_changes: dict[str, dict[str, Any]] = {}
             for job in done:
                 target = targets.get(job.target_id)
                 if target is None or not self._may_record(target, job.outcome):
                     continue
                 attempt = await session.get(PublishAttempt, job.attempt_id)
-                due = await self._apply(session, target, attempt, job, now)
+                due = self._apply(target, attempt, job, now, account_changes)
                 if due is not None:
                     retry_at = min(retry_at, due) if retry_at else due
+                if target.status == "PUBLISHED" and target.first_comment and target.first_comment_state is None:
+                    target.first_comment_state = "PENDING"
+                    comments.append(target.id)
+            # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
+            for account_id in sorted(account_changes):
+                await session.execute(
+                    update(SocialAccount).where(SocialAccount.id == account_id).values(**account_changes[account_id])
+                )
             if retry_at is not None:
                 job_id = await queue.enqueue_dispatch(
                     session, post_id=post.id, generation=post.generation, due_at=retry_at
                 )
                 post.workflow_id = queue.workflow_id_for(job_id)
+            # The comment is posted right after this commit; the queued job is the backstop if this
+            # worker dies first (late enough that a comment still SENDING counts as stranded).
+            await queue.enqueue_many(
+                session, [(queue.FIRST_COMMENT, {"targetId": t}, now + 2 * self.lease) for t in comments]
+            )
             await recompute_post(session, post)
+        return comments
 
     def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
         if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:
@@ -501,8 +583,13 @@ class PublishEngine:
         # Another worker took over after our lease ran out; a confirmed publish is still the truth.
         return isinstance(outcome, Published) and target.status not in ("PUBLISHED", "CANCELED")
 
-    async def _apply(
-        self, session: AsyncSession, target: PostTarget, attempt: PublishAttempt | None, job: Job, now: datetime
+    def _apply(
+        self,
+        target: PostTarget,
+        attempt: PublishAttempt | None,
+        job: Job,
+        now: datetime,
+        account_changes: dict[str, dict[str, Any]],
     ) -> datetime | None:
         outcome = job.outcome
         target.lease_owner = target.lease_expires_at = None
@@ -525,11 +612,7 @@ class PublishEngine:
                 attempt.error_code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
             if outcome.rate_limited:
                 pause = outcome.retry_after or delay or timedelta(seconds=60)
-                await session.execute(
-                    update(SocialAccount)
-                    .where(SocialAccount.id == target.social_account_id)
-                    .values(paused_until=now + pause)
-                )
+                account_changes.setdefault(target.social_account_id, {})["paused_until"] = now + pause
             if delay is None:
                 code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
                 target.status, target.error_code, target.error_message = "FAILED", code, outcome.message
@@ -545,9 +628,7 @@ class PublishEngine:
         if attempt is not None:
             attempt.status, attempt.error_code, attempt.error_message = "FAILED", outcome.error_code, outcome.message
         if outcome.account_expired:
-            await session.execute(
-                update(SocialAccount).where(SocialAccount.id == target.social_account_id).values(status="EXPIRED")
-            )
+            account_changes.setdefault(target.social_account_id, {})["status"] = "EXPIRED"
         return None
 
     # ---- leases ---------------------------------------------------------------------------------------
@@ -572,6 +653,15 @@ class PublishEngine:
                 .order_by(PublishAttempt.id.desc())
                 .limit(1)
             )
+            if target.sent_at is None and target.auto_attempts >= self.policy.max_attempts:
+                # Workers keep dying on this target before sending: stop instead of looping forever.
+                target.status, target.lease_owner, target.lease_expires_at = "FAILED", None, None
+                target.error_code = "PLATFORM_ERROR"
+                target.error_message = f"Publishing stopped after {target.auto_attempts} interrupted attempts."
+                if attempt is not None and attempt.finished_at is None:
+                    attempt.status, attempt.finished_at = "ABANDONED", now
+                await recompute_post(session, post)
+                return None
             if target.sent_at is None:
                 # The request provably never left: publish it again.
                 target.status, target.lease_owner, target.lease_expires_at = "SCHEDULED", None, None
@@ -593,7 +683,7 @@ class PublishEngine:
     async def _resolve_and_finish(self, jobs: list[Job]) -> None:
         for job in jobs:
             adapter = self.adapter_for(job.platform)
-            prepared = await self._prepare(job)
+            prepared = await self._prepare(job, with_media=False)
             if prepared.outcome is None and adapter is not None:
                 job.outcome = await self._lookup(adapter, job, "The worker stopped after sending.")
             else:
@@ -602,10 +692,8 @@ class PublishEngine:
                 job.outcome = Failed(
                     "OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}"
                 )
-        await self._finish(jobs)
-        for job in jobs:
-            if isinstance(job.outcome, Published) and job.first_comment:
-                await self.first_comment(job.target_id)
+        for target_id in await self._finish(jobs):
+            await self.first_comment(target_id)
 
     # ---- credentials ------------------------------------------------------------------------------------
 

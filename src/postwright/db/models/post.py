@@ -77,6 +77,10 @@ class PostTarget(TimestampMixin, Base):
     first_comment_attempt: Mapped[int] = mapped_column(Integer, default=0)
     first_comment_last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     first_comment_external_id: Mapped[str | None] = mapped_column(String(255))
+    # PENDING (queued) → SENDING (request may leave) → DONE | FAILED. A SENDING comment found again after
+    # a crash is not re-sent: its outcome is unknown and the user decides.
+    first_comment_state: Mapped[str | None] = mapped_column(String(12))
+    first_comment_material: Mapped[str | None] = mapped_column(String(255))
     platform_options: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     media_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

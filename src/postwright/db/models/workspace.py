@@ -59,6 +59,7 @@ class IdempotencyRecord(Base):
     scope: Mapped[str] = mapped_column(String(200))
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(32))
     status_code: Mapped[int | None]
     response_body: Mapped[bytes | None]
     response_headers: Mapped[str | None] = mapped_column(Text)

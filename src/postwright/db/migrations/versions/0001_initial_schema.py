@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 02:44:56.442132
+Create Date: 2026-11-26 03:04:59.413453
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(length=200), nullable=False),
         sa.Column("key", sa.String(length=255), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("owner", sa.String(length=32), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),
         sa.Column("response_headers", sa.Text(), nullable=True),
@@ -244,6 +245,8 @@ def upgrade() -> None:
         sa.Column("first_comment_attempt", sa.Integer(), nullable=False),
         sa.Column("first_comment_last_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("first_comment_external_id", sa.String(length=255), nullable=True),
+        sa.Column("first_comment_state", sa.String(length=12), nullable=True),
+        sa.Column("first_comment_material", sa.String(length=255), nullable=True),
         sa.Column("platform_options", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("media_ids", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("scheduled_for", sa.DateTime(timezone=True), nullable=True),
