@@ -136,6 +136,16 @@ class Processes:
         self.started.append((name, process))
         return process
 
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """Terminate one started process by PID (kill after a timeout); stop_all skips it afterwards."""
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_S)
+
     def check_alive(self) -> None:
         for name, process in self.started:
             if process.poll() is not None:
@@ -144,6 +154,14 @@ class Processes:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.logdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy every process log (`<name>.log`) into `dest`."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, _ in self.started:
+            path = self.logdir / f"{name}.log"
+            if path.exists():
+                (dest / path.name).write_bytes(path.read_bytes())
 
     def logs(self) -> str:
         return "".join(f"\n--- {name} log (tail) ---\n{self.log_tail(name)}" for name, _ in self.started)
@@ -247,15 +265,13 @@ class FakeAdmin:
         return list((await self._call("GET", f"requests?op={op}" if op else "requests"))["requests"])
 
 
-# The operation of each fake that creates a post, and how to read (account, text) off its receipts.
-CREATE_OPS = {"X": "tweets.create", "BLUESKY": "com.atproto.repo.createRecord"}
+# The operations of each fake that create a post.
+CREATE_OPS = {"X": ("tweets.create",), "BLUESKY": ("com.atproto.repo.createRecord", "com.atproto.repo.putRecord")}
 
 
-def post_text(platform: str, post: dict[str, Any]) -> str:
+def post_text(post: dict[str, Any]) -> str:
+    """The text a client sent for a post the fake holds (X stores a rewritten copy in `text`)."""
     body = post.get("body") or {}
-    if platform == "BLUESKY":
-        record = body.get("record") or {}
-        return str(record.get("text", post.get("text", "")))
     return str(body.get("text", post.get("text", "")))
 
 
@@ -352,10 +368,16 @@ async def restamp_due(connection: asyncpg.Connection, workspace_id: str, due: da
     """Move every scheduled post of the workspace (targets, posts and their queued dispatch jobs) to `due`.
 
     The result is what creating the posts with `due` in the first place would have written; it lets a
-    slow seed finish before the due time is fixed. Returns the number of jobs moved.
+    slow seed finish before the due time is fixed. pgqueuer's change trigger is statement-level and only
+    notifies row changes it can see (INSERT, DELETE), so the notification an insert would have sent is
+    sent here by hand: without it a worker sleeping out its dequeue timeout (5 s) would miss the due time.
+    Returns the number of jobs moved.
     """
+    from pgqueuer.domain.settings import DBSettings
+
     from postwright.publishing.queue import DISPATCH_POST
 
+    settings = DBSettings()
     async with connection.transaction():
         await connection.execute(
             "UPDATE post_targets SET scheduled_for = $2 WHERE workspace_id = $1 AND status = 'SCHEDULED'",
@@ -366,9 +388,15 @@ async def restamp_due(connection: asyncpg.Connection, workspace_id: str, due: da
             "UPDATE posts SET scheduled_at = $2 WHERE workspace_id = $1 AND status = 'SCHEDULED'", workspace_id, due
         )
         moved = await connection.execute(
-            f"UPDATE {QUEUE_TABLE} SET execute_after = $2 WHERE entrypoint = $1 AND status = 'queued'",
+            f"UPDATE {settings.queue_table} SET execute_after = $2 WHERE entrypoint = $1 AND status = 'queued'",
             DISPATCH_POST,
             due,
+        )
+        await connection.execute(
+            "SELECT pg_notify($1::text, json_build_object('channel', $1::text, 'operation', 'update', 'sent_at', NOW(),"
+            " 'table', $2::text, 'type', 'table_changed_event')::text)",
+            settings.channel,
+            settings.queue_table,
         )
     return int(moved.split()[-1])
 
@@ -433,14 +461,26 @@ async def clone_posts(
             post_rows, target_rows, audit_rows = [], [], []
             for post_id, text, new_job in zip(post_ids, chunk, job_ids, strict=True):
                 post_rows.append(
-                    {**post, "id": post_id, "caption": text, "workflow_id": workflow_id_for(int(new_job)),
-                     "created_at": now, "updated_at": now}
-                )  # fmt: skip
+                    {
+                        **post,
+                        "id": post_id,
+                        "caption": text,
+                        "workflow_id": workflow_id_for(int(new_job)),
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
                 for target in targets:
                     target_rows.append(
-                        {**target, "id": new_id("tgt"), "post_id": post_id, "job_id": int(new_job),
-                         "created_at": now, "updated_at": now}
-                    )  # fmt: skip
+                        {
+                            **target,
+                            "id": new_id("tgt"),
+                            "post_id": post_id,
+                            "job_id": int(new_job),
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
                 audit_rows.append({**audit, "id": new_id("aud"), "subject_id": post_id, "created_at": now})
             for table, rows in (("posts", post_rows), ("post_targets", target_rows), ("audit_events", audit_rows)):
                 columns = list(rows[0])
