@@ -400,7 +400,7 @@ async def test_sweep_picks_up_overdue_targets_without_a_job(tenant, publisher, f
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
     async with engine.begin() as conn:
         await conn.execute(
-            text("UPDATE post_targets SET scheduled_for = now() - interval '10 seconds' WHERE post_id = :p"),
+            text("UPDATE post_targets SET scheduled_for = now() - interval '60 seconds' WHERE post_id = :p"),
             {"p": post["id"]},
         )
     assert await publisher.sweep() >= 1
@@ -495,7 +495,7 @@ async def test_worker_publishes_scheduled_posts_on_time(tenant, settings, fake_x
 async def test_cancel_after_claim_but_before_send_sends_nothing(tenant, publisher, fake_x, engine):
     content = f"claimed then canceled {tenant.workspace_id}"
     post = await due_post(tenant, content)
-    jobs = await publisher._claim(post["id"], 1)
+    jobs = await publisher._claim([(post["id"], 1)])
     assert len(jobs) == 2
     assert (await tenant.get(f"/posts/{post['id']}")).json()["status"] == "PUBLISHING"
     canceled = await tenant.post(f"/posts/{post['id']}/cancel", json={"reason": "stop"})
@@ -510,7 +510,7 @@ async def test_cancel_after_claim_but_before_send_sends_nothing(tenant, publishe
 async def test_cancel_after_send_is_409_and_the_post_completes(tenant, publisher, fake_x, engine):
     content = f"sent then cancel {tenant.workspace_id}"
     post = await due_post(tenant, content)
-    jobs = await publisher._claim(post["id"], 1)
+    jobs = await publisher._claim([(post["id"], 1)])
     prepared = [await publisher._prepare(j) for j in jobs]
     sent = await publisher._mark_sent(prepared)
     assert len(sent) == 2
@@ -626,3 +626,21 @@ async def test_reconciler_gives_up_on_a_target_that_keeps_crashing_workers(tenan
     got = (await tenant.get(f"/posts/{post['id']}")).json()
     assert got["targets"][0]["status"] == "FAILED"
     assert "interrupted" in got["targets"][0]["errorMessage"]
+
+
+async def test_a_job_that_fires_early_waits_for_the_due_time(tenant, publisher, fake_x):
+    content = f"early job {tenant.workspace_id}"
+    due = datetime.now(UTC) + timedelta(seconds=0.4)
+    post = await tenant.create_post(
+        content=content,
+        scheduledFor=due.isoformat().replace("+00:00", "Z"),
+        platforms=[{"accountId": tenant.accounts[0]["id"]}],
+    )
+    assert await publisher.dispatch(post["id"], 1) == 1  # fired before due: waits, then claims
+    sent = [r.at for r in fake_x.fake.requests(path="/2/tweets") if r.body and content in str(r.body)]
+    assert len(sent) == 1 and sent[0] >= due
+    # A job far too early (another schedule) does not hold the worker.
+    later = await tenant.create_post(
+        content=content + " later", scheduledFor=future(minutes=5), platforms=[{"accountId": tenant.accounts[0]["id"]}]
+    )
+    assert await publisher.dispatch(later["id"], 1) == 0

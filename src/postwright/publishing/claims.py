@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postwright.db.models import Post, PostTarget, SocialAccount
+from postwright.db.models import PostTarget, SocialAccount
 
 LEASE = timedelta(seconds=90)
 
@@ -48,46 +48,15 @@ def _claimed_values(worker_id: str, now: datetime, lease: timedelta) -> dict[str
     }
 
 
-async def claim_due_targets(
-    session: AsyncSession, *, post_id: str, generation: int, worker_id: str, now: datetime, lease: timedelta = LEASE
+async def claim_targets_of(
+    session: AsyncSession, *, post_ids: list[str], worker_id: str, now: datetime, lease: timedelta = LEASE
 ) -> list[PostTarget]:
-    """Claim the due targets of one post, if the job's generation is still the post's."""
-    live_post = (
-        select(Post.id)
-        .where(Post.id == post_id, Post.generation == generation, Post.deleted_at.is_(None), Post.canceled_at.is_(None))
-        .scalar_subquery()
-    )
+    """Claim the due targets of posts the caller has locked and checked (generation, not deleted)."""
+    if not post_ids:
+        return []
     claimed = await session.scalars(
         update(PostTarget)
-        .where(PostTarget.post_id == live_post, *_due(now))
-        .values(**_claimed_values(worker_id, now, lease))
-        .returning(PostTarget)
-        .execution_options(synchronize_session=False)
-    )
-    return list(claimed)
-
-
-async def claim_overdue_targets(
-    session: AsyncSession,
-    *,
-    worker_id: str,
-    now: datetime,
-    grace: timedelta,
-    limit: int,
-    lease: timedelta = LEASE,
-) -> list[PostTarget]:
-    """The safety net: due targets no job picked up (retries after backoff, paused accounts, lost jobs)."""
-    candidates = (
-        select(PostTarget.id)
-        .join(Post, Post.id == PostTarget.post_id)
-        .where(*_due(now - grace), Post.deleted_at.is_(None), Post.canceled_at.is_(None))
-        .order_by(PostTarget.scheduled_for)
-        .limit(limit)
-        .with_for_update(of=PostTarget, skip_locked=True)
-    )
-    claimed = await session.scalars(
-        update(PostTarget)
-        .where(PostTarget.id.in_(candidates), and_(*_due(now)))
+        .where(PostTarget.post_id.in_(post_ids), *_due(now))
         .values(**_claimed_values(worker_id, now, lease))
         .returning(PostTarget)
         .execution_options(synchronize_session=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.config import Settings
@@ -31,7 +31,7 @@ from postwright.kit.crypto import TokenCipher
 from postwright.kit.ids import new_id
 from postwright.media.service import MediaContext
 from postwright.publishing import queue
-from postwright.publishing.claims import claim_due_targets, expired_leases
+from postwright.publishing.claims import claim_targets_of, expired_leases
 from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
 from postwright.publishing.platforms.base import (
     AdapterContext,
@@ -49,11 +49,15 @@ from postwright.publishing.platforms.base import (
 from postwright.publishing.platforms.registry import build_adapter, platform_key_for
 from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.rules import TargetContent, facts_of, validate_content
-from postwright.publishing.status import lock_post, lock_target, recompute_post
+from postwright.publishing.status import lock_post, lock_posts, lock_target, recompute_post, recompute_posts
 
 log = structlog.get_logger("postwright.publishing")
 REFRESH_MARGIN = timedelta(minutes=5)
 SWEEP_PARALLELISM = 4
+EARLY_FIRE_TOLERANCE = 5.0
+# The sweep is a safety net for targets no job will pick up; during a burst the queue is merely behind,
+# and sweeping those posts too would only add lock traffic.
+SWEEP_GRACE = timedelta(seconds=30)
 
 
 # ---- outcomes --------------------------------------------------------------------------------------
@@ -149,10 +153,47 @@ class PublishEngine:
 
     async def dispatch(self, post_id: str, generation: int | None) -> int:
         """Publish the post's due targets; `generation=None` means "whatever is current" (sweeps)."""
-        jobs = await self._claim(post_id, generation)
+        return await self.dispatch_many([(post_id, generation)])
+
+    async def dispatch_many(self, items: list[tuple[str, int | None]]) -> int:
+        """Publish the due targets of several posts with one claim, one send mark and one record transaction."""
+        jobs = await self._claim(items)
+        claimed_posts = {job.post_id for job in jobs}
+        late = [(p, g) for p, g in items if p not in claimed_posts and g is not None]
+        runs = [self._run(jobs)] if jobs else []
+        runs += [self._claim_when_due(p, g) for p, g in late]
+        counts = await asyncio.gather(*runs)
+        return len(jobs) + sum(c for c in counts if isinstance(c, int))
+
+    async def _claim_when_due(self, post_id: str, generation: int) -> int:
+        # pgqueuer counts the delay from the database clock at enqueue time, which may run a little
+        # ahead of ours: a job may fire just before its targets are due. Wait for them, briefly.
+        wait = await self._seconds_until_due(post_id, generation)
+        if wait is None:
+            return 0
+        await asyncio.sleep(wait)
+        jobs = await self._claim([(post_id, generation)])
         if jobs:
             await self._run(jobs)
         return len(jobs)
+
+    async def _seconds_until_due(self, post_id: str, generation: int) -> float | None:
+        async with self.sessionmaker() as session:
+            due = await session.scalar(
+                select(func.min(PostTarget.scheduled_for))
+                .join(Post, Post.id == PostTarget.post_id)
+                .where(
+                    PostTarget.post_id == post_id,
+                    PostTarget.status == "SCHEDULED",
+                    Post.generation == generation,
+                    PostTarget.next_attempt_at.is_(None),
+                )
+            )
+        if due is None:
+            return None
+        wait = (due - utcnow()).total_seconds()
+        # Due meanwhile (wait <= 0) is the common case: the job fired milliseconds early; claim again now.
+        return max(wait, 0.0) + 0.001 if wait <= EARLY_FIRE_TOLERANCE else None
 
     async def sweep(self, *, limit: int = 100) -> int:
         """Pick up due targets no job has taken (retries after backoff, paused accounts, lost jobs)."""
@@ -165,7 +206,7 @@ class PublishEngine:
                     .join(SocialAccount, SocialAccount.id == PostTarget.social_account_id)
                     .where(
                         PostTarget.status == "SCHEDULED",
-                        PostTarget.scheduled_for <= now - timedelta(seconds=2),
+                        PostTarget.scheduled_for <= now - SWEEP_GRACE,
                         (PostTarget.next_attempt_at.is_(None)) | (PostTarget.next_attempt_at <= now),
                         (SocialAccount.paused_until.is_(None)) | (SocialAccount.paused_until <= now),
                         Post.deleted_at.is_(None),
@@ -266,28 +307,37 @@ class PublishEngine:
 
     # ---- claim ---------------------------------------------------------------------------------------
 
-    async def _claim(self, post_id: str, generation: int | None) -> list[Job]:
+    async def _claim(self, items: list[tuple[str, int | None]]) -> list[Job]:
         now = utcnow()
+        wanted = dict(items)
         async with unit_of_work(self.sessionmaker) as session:
-            post = await lock_post(session, post_id, skip_locked=generation is None)
-            if post is None or post.deleted_at is not None or post.canceled_at is not None:
-                return []
-            claimed = await claim_due_targets(
-                session,
-                post_id=post_id,
-                generation=generation if generation is not None else post.generation,
-                worker_id=self.worker_id,
-                now=now,
-                lease=self.lease,
+            # Sweeps (no generation) skip posts someone else holds; jobs wait for the lock.
+            sweeping = all(g is None for g in wanted.values())
+            posts = {
+                p.id: p
+                for p in await lock_posts(session, list(wanted), skip_locked=sweeping)
+                if p.deleted_at is None
+                and p.canceled_at is None
+                and not p.awaiting_approval
+                and wanted[p.id] in (None, p.generation)
+            }
+            claimed = await claim_targets_of(
+                session, post_ids=list(posts), worker_id=self.worker_id, now=now, lease=self.lease
             )
             if not claimed:
                 return []
-            jobs = await self._jobs(session, post, claimed, now, open_attempts=True)
-            await recompute_post(session, post)
+            jobs = await self._jobs(session, posts, claimed, now, open_attempts=True)
+            await recompute_posts(session, [posts[pid] for pid in {t.post_id for t in claimed}])
         return jobs
 
     async def _jobs(
-        self, session: AsyncSession, post: Post, targets: list[PostTarget], now: datetime, *, open_attempts: bool
+        self,
+        session: AsyncSession,
+        posts: dict[str, Post],
+        targets: list[PostTarget],
+        now: datetime,
+        *,
+        open_attempts: bool,
     ) -> list[Job]:
         accounts = {
             a.id: a
@@ -296,7 +346,11 @@ class PublishEngine:
             )
         }
         links = list(
-            await session.scalars(select(PostMedia).where(PostMedia.post_id == post.id).order_by(PostMedia.order))
+            await session.scalars(
+                select(PostMedia)
+                .where(PostMedia.post_id.in_({t.post_id for t in targets}))
+                .order_by(PostMedia.post_id, PostMedia.order)
+            )
         )
         wanted = {link.media_asset_id for link in links} | {m for t in targets for m in t.media_ids or []}
         assets = (
@@ -304,9 +358,13 @@ class PublishEngine:
             if wanted
             else {}
         )
-        alt = {link.media_asset_id: link.alt_text for link in links}
+        links_of: dict[str, list[PostMedia]] = {}
+        for link in links:
+            links_of.setdefault(link.post_id, []).append(link)
         jobs = []
         for target in targets:
+            post = posts[target.post_id]
+            post_links = links_of.get(post.id, [])
             attempt = PublishAttempt(
                 id=new_id("att"),
                 post_id=post.id,
@@ -321,7 +379,7 @@ class PublishEngine:
             )
             if open_attempts:
                 session.add(attempt)
-            ids = target.media_ids or [link.media_asset_id for link in links]
+            ids = target.media_ids or [link.media_asset_id for link in post_links]
             jobs.append(
                 Job(
                     target_id=target.id,
@@ -333,7 +391,7 @@ class PublishEngine:
                     first_comment=target.first_comment,
                     platform_options=target.platform_options or {},
                     media=[assets[m] for m in ids if m in assets],
-                    alt_texts=alt,
+                    alt_texts={link.media_asset_id: link.alt_text for link in post_links},
                     material=target.idempotency_material,
                     due_at=target.next_attempt_at or target.scheduled_for,
                 )
@@ -444,7 +502,7 @@ class PublishEngine:
             return []
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
-            await lock_post(session, jobs[0].post_id)  # lock order: post, then targets (as cancel does)
+            await lock_posts(session, [j.post_id for j in jobs])  # lock order: posts, then targets (as cancel)
             for job in jobs:
                 job.sent_after = now
                 if job.due_at is not None:
@@ -463,15 +521,17 @@ class PublishEngine:
                     .execution_options(synchronize_session=False)
                 )
             )
-            for job in jobs:
+            sent_ids = [j.attempt_id for j in jobs if j.target_id in marked]
+            skipped_ids = [j.attempt_id for j in jobs if j.target_id not in marked]
+            if sent_ids:
+                await session.execute(
+                    update(PublishAttempt).where(PublishAttempt.id.in_(sent_ids)).values(status="SENT", sent_at=now)
+                )
+            if skipped_ids:
                 await session.execute(
                     update(PublishAttempt)
-                    .where(PublishAttempt.id == job.attempt_id)
-                    .values(
-                        status="SENT" if job.target_id in marked else "ABANDONED",
-                        sent_at=now if job.target_id in marked else None,
-                        finished_at=None if job.target_id in marked else now,
-                    )
+                    .where(PublishAttempt.id.in_(skipped_ids))
+                    .values(status="ABANDONED", finished_at=now)
                 )
         # Targets not marked were canceled (or taken over) meanwhile: nothing was sent, nothing to record.
         return [j for j in jobs if j.target_id in marked]
@@ -534,8 +594,7 @@ class PublishEngine:
         now = utcnow()
         comments: list[str] = []
         async with unit_of_work(self.sessionmaker) as session:
-            post = await lock_post(session, done[0].post_id)
-            assert post is not None
+            posts = {p.id: p for p in await lock_posts(session, [j.post_id for j in done])}
             targets = {
                 t.id: t
                 for t in await session.scalars(
@@ -546,16 +605,22 @@ class PublishEngine:
                     .execution_options(populate_existing=True)
                 )
             }
-            retry_at: datetime | None = None
+            attempts = {
+                a.id: a
+                for a in await session.scalars(
+                    select(PublishAttempt).where(PublishAttempt.id.in_([j.attempt_id for j in done]))
+                )
+            }
+            retry_at: dict[str, datetime] = {}
             account_changes: dict[str, dict[str, Any]] = {}
             for job in done:
                 target = targets.get(job.target_id)
                 if target is None or not self._may_record(target, job.outcome):
                     continue
-                attempt = await session.get(PublishAttempt, job.attempt_id)
+                attempt = attempts.get(job.attempt_id)
                 due = self._apply(target, attempt, job, now, account_changes)
                 if due is not None:
-                    retry_at = min(retry_at, due) if retry_at else due
+                    retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
                 if target.status == "PUBLISHED" and target.first_comment and target.first_comment_state is None:
                     target.first_comment_state = "PENDING"
                     comments.append(target.id)
@@ -564,17 +629,22 @@ class PublishEngine:
                 await session.execute(
                     update(SocialAccount).where(SocialAccount.id == account_id).values(**account_changes[account_id])
                 )
-            if retry_at is not None:
-                job_id = await queue.enqueue_dispatch(
-                    session, post_id=post.id, generation=post.generation, due_at=retry_at
-                )
-                post.workflow_id = queue.workflow_id_for(job_id)
+            retrying = sorted(retry_at)
+            job_ids = await queue.enqueue_many(
+                session,
+                [
+                    (queue.DISPATCH_POST, {"postId": pid, "generation": posts[pid].generation}, retry_at[pid])
+                    for pid in retrying
+                ],
+            )
+            for pid, job_id in zip(retrying, job_ids, strict=True):
+                posts[pid].workflow_id = queue.workflow_id_for(job_id)
             # The comment is posted right after this commit; the queued job is the backstop if this
             # worker dies first (late enough that a comment still SENDING counts as stranded).
             await queue.enqueue_many(
                 session, [(queue.FIRST_COMMENT, {"targetId": t}, now + 2 * self.lease) for t in comments]
             )
-            await recompute_post(session, post)
+            await recompute_posts(session, list(posts.values()))
         return comments
 
     def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
@@ -673,7 +743,7 @@ class PublishEngine:
                 await recompute_post(session, post)
                 return None
             target.lease_owner, target.lease_expires_at = self.worker_id, now + self.lease
-            jobs = await self._jobs(session, post, [target], now, open_attempts=attempt is None)
+            jobs = await self._jobs(session, {post.id: post}, [target], now, open_attempts=attempt is None)
         job = jobs[0]
         if attempt is not None:
             job.attempt_id = attempt.id

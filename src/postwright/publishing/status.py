@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +21,20 @@ async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = 
     )
 
 
+async def lock_posts(session: AsyncSession, post_ids: list[str], *, skip_locked: bool = False) -> list[Post]:
+    """Several post rows, locked in id order (so two batches never wait on each other in a cycle)."""
+    if not post_ids:
+        return []
+    rows = await session.scalars(
+        select(Post)
+        .where(Post.id.in_(sorted(set(post_ids))))
+        .order_by(Post.id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
 async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | None:
     """A target's current row, locked (take the post's lock first)."""
     return await session.scalar(
@@ -27,13 +43,29 @@ async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | Non
 
 
 async def recompute_post(session: AsyncSession, post: Post) -> None:
+    await recompute_posts(session, [post])
+
+
+async def recompute_posts(session: AsyncSession, posts: list[Post]) -> None:
+    """Re-derive each post's status from all its targets (one query for all of them)."""
+    if not posts:
+        return
     await session.flush()
     rows = (
-        await session.execute(select(PostTarget.status, PostTarget.published_at).where(PostTarget.post_id == post.id))
+        await session.execute(
+            select(PostTarget.post_id, PostTarget.status, PostTarget.published_at).where(
+                PostTarget.post_id.in_([p.id for p in posts])
+            )
+        )
     ).all()
-    post.status = derive_post_status(
-        [r.status for r in rows], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
-    ).value
-    if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
-        published = [r.published_at for r in rows if r.published_at]
-        post.published_at = max(published) if published else post.published_at
+    by_post: dict[str, list[Any]] = {}
+    for row in rows:
+        by_post.setdefault(row.post_id, []).append(row)
+    for post in posts:
+        mine = by_post.get(post.id, [])
+        post.status = derive_post_status(
+            [r.status for r in mine], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
+        ).value
+        if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
+            published = [r.published_at for r in mine if r.published_at]
+            post.published_at = max(published) if published else post.published_at

@@ -26,6 +26,7 @@ from postwright.config import Settings
 from postwright.db.session import create_engine, create_sessionmaker, to_plain_url, unit_of_work
 from postwright.kit.crypto import TokenCipher, load_or_create_keys
 from postwright.media.service import build_media_context, media_service
+from postwright.publishing.batcher import DispatchBatcher
 from postwright.publishing.engine import PublishEngine
 from postwright.publishing.queue import DISPATCH_POST, FIRST_COMMENT
 
@@ -40,7 +41,10 @@ def new_worker_id() -> str:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
     assert settings.database_url
     stop = stop or asyncio.Event()
-    engine = create_engine(settings.database_url, pool_size=max(4, settings.worker_concurrency // 4))
+    # A steady pool (no churn of overflow connections); every worker stays well under max_connections.
+    engine = create_engine(
+        settings.database_url, pool_size=max(4, min(16, settings.worker_concurrency // 4)), max_overflow=4
+    )
     sessionmaker = create_sessionmaker(engine)
     keys = load_or_create_keys(settings.secret_key, settings.data_dir)
     media = build_media_context(settings, keys)
@@ -55,11 +59,16 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
     )
     connection = await asyncpg.connect(to_plain_url(settings.database_url))
     manager = QueueManager(Queries(AsyncpgDriver(connection)))
+    # pgqueuer may wake a hair before a job is due and then sleep its minimum poll interval (100 ms by
+    # default); a short floor keeps single posts on time.
+    manager.min_dequeue_poll_interval = timedelta(milliseconds=5)
+
+    batcher = DispatchBatcher(publisher.dispatch_many, max_batch=max(1, settings.worker_concurrency // 2))
 
     @manager.entrypoint(DISPATCH_POST)
     async def dispatch(job: QueueJob) -> None:
         payload = json.loads(job.payload or b"{}")
-        await publisher.dispatch(payload["postId"], int(payload["generation"]))
+        await batcher.submit(payload["postId"], int(payload["generation"]))
 
     @manager.entrypoint(FIRST_COMMENT)
     async def first_comment(job: QueueJob) -> None:
