@@ -8,18 +8,21 @@ its PID; every database is created under a fresh `pw_bench_<random>` name and dr
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -500,3 +503,29 @@ async def _row_counts(connection: asyncpg.Connection) -> dict[str, int]:
         name = str(row["table_name"])
         counts[name] = int(await connection.fetchval(f'SELECT count(*) FROM "{name}"'))
     return counts
+
+
+def run_main(
+    run: Callable[[argparse.Namespace, Path], Awaitable[Any]],
+    render: Callable[[Any], str],
+    args: argparse.Namespace,
+    *,
+    prefix: str,
+) -> int:
+    """The shared `main` of the benchmarks: run in a temp dir, print a table or JSON, exit 0/1/2."""
+    # SIGTERM raises SystemExit so that `run` still stops its subprocesses and drops the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            result = asyncio.run(run(args, Path(tmp)))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**asdict(result), "passed": result.passed, "cpus": os.cpu_count()}, indent=2))
+    else:
+        print(render(result))
+    return 0 if result.passed else 1

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
+import _common as c
 from fastapi import Body, FastAPI
 
 HOST = "127.0.0.1"
@@ -155,18 +154,6 @@ def evaluate(scenario: Scenario, result: LoadResult, echo_rps: float | None) -> 
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (q in 0..100)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-# --------------------------------------------------------------------------------------------------
-# Load generators: closed loop, a fixed number of connections, each with one request in flight.
-
-
 async def aiohttp_load(
     scenario: Scenario, *, connections: int, warmup: float, duration: float, max_requests: int
 ) -> LoadResult:
@@ -213,8 +200,8 @@ async def aiohttp_load(
         requests=len(latencies),
         errors=errors,
         seconds=max(last_end - measure_from, 0.0),
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
+        p50_ms=c.percentile(latencies, 50) * 1000,
+        p99_ms=c.percentile(latencies, 99) * 1000,
     )
 
 
@@ -309,64 +296,12 @@ def run_wrk(
 # Processes, database and setup.
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def database_url(admin_url: str, name: str) -> str:
-    return urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
-
-
-async def _admin_execute(admin_url: str, sql: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(admin_url, timeout=10)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 def create_database(admin_url: str, name: str) -> None:
-    asyncio.run(_admin_execute(admin_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(c.create_database(admin_url, name))
 
 
 def drop_database(admin_url: str, name: str) -> None:
-    asyncio.run(_admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-class Processes:
-    """Subprocesses started here; `stop_all` terminates each by PID, then kills it after a timeout."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logdir / f"{name}.log").open("wb")
-        try:
-            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        finally:
-            log.close()  # the child holds its own descriptor
-        self.started.append((name, process))
-        return process
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        path = self.logdir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-    def stop_all(self) -> None:
-        for _, process in self.started:
-            if process.poll() is None:
-                process.terminate()
-        for _, process in self.started:
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT_S)
+    asyncio.run(c.drop_database(admin_url, name))
 
 
 async def _wait_ready(urls: dict[str, str], processes: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -519,13 +454,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], str]:
         data_dir.mkdir()
         env = {
             **os.environ,
-            "DATABASE_URL": database_url(args.admin_url, db_name),
+            "DATABASE_URL": c.database_url(args.admin_url, db_name),
             "POSTWRIGHT_DATA_DIR": str(data_dir),
         }
-        processes = Processes(workdir)
+        processes = c.Processes(workdir)
         create_database(args.admin_url, db_name)
         try:
-            api_port, echo_port = free_port(), free_port()
+            api_port, echo_port = c.free_port(), c.free_port()
             api_proc = processes.start(
                 "api",
                 [sys.executable, "-m", "postwright", "serve", "--no-worker", "--host", HOST, "--port", str(api_port)],

@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -542,23 +540,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM raises SystemExit so that `run` still stops its subprocesses and drops the database.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        with tempfile.TemporaryDirectory(prefix="pw-burst-") as tmp:
-            result = asyncio.run(run(args, Path(tmp)))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({**asdict(result), "passed": result.passed, "cpus": os.cpu_count()}, indent=2))
-    else:
-        print(render(result))
-    return 0 if result.passed else 1
+    return c.run_main(run, render, parse_args(argv), prefix="pw-burst-")
 
 
 if __name__ == "__main__":
