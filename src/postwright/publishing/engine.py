@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from postwright.kit.ids import new_id
 from postwright.media.service import MediaContext
 from postwright.publishing import queue
 from postwright.publishing.claims import claim_targets_of, expired_leases
+from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
 from postwright.publishing.platforms.base import (
     AdapterContext,
@@ -52,7 +52,6 @@ from postwright.publishing.rules import TargetContent, facts_of, validate_conten
 from postwright.publishing.status import lock_post, lock_posts, lock_target, recompute_post, recompute_posts
 
 log = structlog.get_logger("postwright.publishing")
-REFRESH_MARGIN = timedelta(minutes=5)
 SWEEP_PARALLELISM = 4
 EARLY_FIRE_TOLERANCE = 5.0
 # The sweep is a safety net for targets no job will pick up; during a burst the queue is merely behind,
@@ -130,7 +129,7 @@ class PublishEngine:
             settings.publish_max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         )
         self._adapters: dict[str, PlatformAdapter | None] = {}
-        self._refresh_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.credentials = CredentialStore(sessionmaker, cipher, self.adapter_for)
 
     def adapter_for(self, platform: str) -> PlatformAdapter | None:
         key = platform_key_for(platform)
@@ -282,11 +281,11 @@ class PublishEngine:
         error: str | None = None
         result: PublishResult | None = None
         try:
-            creds = await self._credentials(account)
+            creds = await self.credentials.get(account)
             try:
                 result = await adapter.reply(creds, outbound)
             except ReauthRequired:
-                result = await adapter.reply(await self._credentials(account, force=True), outbound)
+                result = await adapter.reply(await self.credentials.get(account, force=True), outbound)
         except OutcomeUnknown:
             error = "The comment may or may not have been posted (no answer from the platform); check and retry."
         except (RetryableError, PermanentError, ReauthRequired) as exc:
@@ -469,7 +468,7 @@ class PublishEngine:
         if problems := validate_content(content):
             job.outcome = Failed("VALIDATION_FAILED", "; ".join(problems))
             return job
-        job.creds = await self._credentials(job.account)
+        job.creds = await self.credentials.get(job.account)
         media = tuple([await self._media_file(job, asset) for asset in job.media]) if with_media else ()
         job.outbound = OutboundPost(
             target_id=job.target_id,
@@ -544,7 +543,7 @@ class PublishEngine:
                 result = await adapter.publish(job.creds, job.outbound)
             except ReauthRequired:
                 # A 401 means the platform processed nothing, so sending again after a refresh is safe.
-                job.creds = await self._credentials(job.account, force=True)
+                job.creds = await self.credentials.get(job.account, force=True)
                 result = await adapter.publish(job.creds, job.outbound)
             job.outcome = Published(result)
         except RetryableError as exc:
@@ -564,7 +563,7 @@ class PublishEngine:
         assert job.outbound is not None
         outbound = replace(job.outbound, sent_after=job.sent_after)
         try:
-            creds = job.creds or await self._credentials(job.account)
+            creds = job.creds or await self.credentials.get(job.account)
             found = await adapter.lookup(creds, outbound)
         except (OutcomeUnknown, RetryableError, ReauthRequired, PermanentError) as exc:
             return Failed("OUTCOME_UNKNOWN", f"{detail} The lookup could not tell ({exc.message}); not re-sent.")
@@ -765,75 +764,8 @@ class PublishEngine:
         for target_id in await self._finish(jobs):
             await self.first_comment(target_id)
 
-    # ---- credentials ------------------------------------------------------------------------------------
-
-    async def _credentials(self, account: SocialAccount, *, force: bool = False) -> Credentials:
-        """Decrypted credentials, refreshed first when about to expire (one refresh at a time per account)."""
-        if account.credentials_encrypted is None:
-            raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
-        creds = _credentials_from(self.cipher.decrypt_json(account.credentials_encrypted), account.token_expires_at)
-        expiring = creds.expires_at is not None and creds.expires_at < utcnow() + REFRESH_MARGIN
-        if not (force or expiring):
-            return creds
-        async with self._refresh_locks[account.id]:
-            return await self._refresh(account, creds, force=force)
-
-    async def _refresh(self, account: SocialAccount, seen: Credentials, *, force: bool) -> Credentials:
-        adapter = self.adapter_for(account.platform)
-        async with unit_of_work(self.sessionmaker) as session:
-            # The row lock serialises refreshes across workers: refresh tokens rotate, a second refresh
-            # with the old token would fail and lock the user out.
-            row = await session.scalar(
-                select(SocialAccount)
-                .where(SocialAccount.id == account.id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            )
-            if row is None or row.credentials_encrypted is None:
-                raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
-            current = _credentials_from(self.cipher.decrypt_json(row.credentials_encrypted), row.token_expires_at)
-            if current != seen and not (current.expires_at and current.expires_at < utcnow() + REFRESH_MARGIN):
-                account.credentials_encrypted = row.credentials_encrypted
-                return current  # another worker refreshed meanwhile
-            if adapter is None:
-                raise PermanentError("AUTH_EXPIRED", "The token expired and cannot be refreshed.")
-            try:
-                fresh = await adapter.refresh(current)
-            except PermanentError:
-                row.status = "EXPIRED"
-                await session.commit()
-                raise
-            except ReauthRequired as exc:
-                row.status = "EXPIRED"
-                await session.commit()
-                raise PermanentError("AUTH_EXPIRED", exc.message) from exc
-            row.credentials_encrypted = self.cipher.encrypt_json(_credentials_to(fresh))
-            row.token_expires_at = fresh.expires_at
-            account.credentials_encrypted, account.token_expires_at = row.credentials_encrypted, row.token_expires_at
-        log.info("publishing.token_refreshed", account_id=account.id, forced=force)
-        return fresh
-
 
 def _material_case(jobs: list[Job]) -> Any:
     from sqlalchemy import case
 
     return case({j.target_id: j.material for j in jobs}, value=PostTarget.id, else_=PostTarget.idempotency_material)
-
-
-def _credentials_from(secret: dict[str, Any], expires_at: datetime | None) -> Credentials:
-    known = {"accessToken", "refreshToken"}
-    return Credentials(
-        access_token=secret.get("accessToken"),
-        refresh_token=secret.get("refreshToken"),
-        expires_at=expires_at,
-        extra={k: v for k, v in secret.items() if k not in known},
-    )
-
-
-def _credentials_to(creds: Credentials) -> dict[str, Any]:
-    secret: dict[str, Any] = dict(creds.extra)
-    if creds.access_token:
-        secret["accessToken"] = creds.access_token
-    if creds.refresh_token:
-        secret["refreshToken"] = creds.refresh_token
-    return secret
