@@ -24,6 +24,7 @@ from postwright.publishing.platforms.base import Credentials, PermanentError, Pl
 
 log = structlog.get_logger("postwright.publishing")
 REFRESH_MARGIN = timedelta(minutes=5)
+DECRYPTED_CACHE_SIZE = 10_000
 
 
 class CredentialStore:
@@ -37,12 +38,23 @@ class CredentialStore:
         self.cipher = cipher
         self.adapter_for = adapter_for
         self._refresh_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Decrypting is the same work for every target of an account; the ciphertext changes with
+        # every stored token, so it is a safe cache key.
+        self._decrypted: dict[bytes, dict[str, Any]] = {}
+
+    def _decrypt(self, ciphertext: bytes) -> dict[str, Any]:
+        secret = self._decrypted.get(ciphertext)
+        if secret is None:
+            if len(self._decrypted) >= DECRYPTED_CACHE_SIZE:
+                self._decrypted.clear()
+            secret = self._decrypted[ciphertext] = self.cipher.decrypt_json(ciphertext)
+        return secret
 
     async def get(self, account: SocialAccount, *, force: bool = False) -> Credentials:
         """Decrypted credentials, refreshed first when about to expire (one refresh at a time per account)."""
         if account.credentials_encrypted is None:
             raise PermanentError("AUTH_EXPIRED", "The account is no longer connected.")
-        creds = _credentials_from(self.cipher.decrypt_json(account.credentials_encrypted), account.token_expires_at)
+        creds = _credentials_from(self._decrypt(account.credentials_encrypted), account.token_expires_at)
         expiring = creds.expires_at is not None and creds.expires_at < utcnow() + REFRESH_MARGIN
         if not (force or expiring):
             return creds

@@ -604,25 +604,29 @@ class PublishEngine:
                     .execution_options(populate_existing=True)
                 )
             }
-            attempts = {
-                a.id: a
-                for a in await session.scalars(
-                    select(PublishAttempt).where(PublishAttempt.id.in_([j.attempt_id for j in done]))
-                )
-            }
+            attempt_updates: list[dict[str, Any]] = []
             retry_at: dict[str, datetime] = {}
             account_changes: dict[str, dict[str, Any]] = {}
             for job in done:
                 target = targets.get(job.target_id)
                 if target is None or not self._may_record(target, job.outcome):
                     continue
-                attempt = attempts.get(job.attempt_id)
+                attempt: dict[str, Any] = {
+                    "id": job.attempt_id,
+                    "finished_at": now,
+                    "error_code": None,
+                    "error_message": None,
+                    "external_post_id": None,
+                }
                 due = self._apply(target, attempt, job, now, account_changes)
+                attempt_updates.append(attempt)
                 if due is not None:
                     retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
                 if target.status == "PUBLISHED" and target.first_comment and target.first_comment_state is None:
                     target.first_comment_state = "PENDING"
                     comments.append(target.id)
+            if attempt_updates:
+                await session.execute(update(PublishAttempt), attempt_updates)  # bulk, by primary key
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
             for account_id in sorted(account_changes):
                 await session.execute(
@@ -655,38 +659,33 @@ class PublishEngine:
     def _apply(
         self,
         target: PostTarget,
-        attempt: PublishAttempt | None,
+        attempt: dict[str, Any],
         job: Job,
         now: datetime,
         account_changes: dict[str, dict[str, Any]],
     ) -> datetime | None:
+        """Apply one outcome to its target; fills `attempt` (the PublishAttempt row's new values)."""
         outcome = job.outcome
         target.lease_owner = target.lease_expires_at = None
         TARGET_OUTCOMES.labels(job.platform, type(outcome).__name__.lower()).inc()
-        if attempt is not None:
-            attempt.finished_at = now
         if isinstance(outcome, Published):
             target.status, target.published_at = "PUBLISHED", now
             target.external_post_id = outcome.result.external_post_id
             target.external_url = outcome.result.external_url
             target.error_code = target.error_message = None
             target.next_attempt_at = None
-            if attempt is not None:
-                attempt.status, attempt.external_post_id = "SUCCEEDED", outcome.result.external_post_id
+            attempt.update(status="SUCCEEDED", external_post_id=outcome.result.external_post_id)
             return None
         if isinstance(outcome, Retry):
             delay = self.policy.next_delay(target.auto_attempts, retry_after=outcome.retry_after)
-            if attempt is not None:
-                attempt.status, attempt.error_message = "RETRYING", outcome.message
-                attempt.error_code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
+            code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
+            attempt.update(status="RETRYING", error_code=code, error_message=outcome.message)
             if outcome.rate_limited:
                 pause = outcome.retry_after or delay or timedelta(seconds=60)
                 account_changes.setdefault(target.social_account_id, {})["paused_until"] = now + pause
             if delay is None:
-                code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
                 target.status, target.error_code, target.error_message = "FAILED", code, outcome.message
-                if attempt is not None:
-                    attempt.status = "FAILED"
+                attempt["status"] = "FAILED"
                 return None
             target.status, target.sent_at = "SCHEDULED", None
             target.next_attempt_at = now + delay
@@ -694,8 +693,7 @@ class PublishEngine:
             return target.next_attempt_at
         assert isinstance(outcome, Failed)
         target.status, target.error_code, target.error_message = "FAILED", outcome.error_code, outcome.message
-        if attempt is not None:
-            attempt.status, attempt.error_code, attempt.error_message = "FAILED", outcome.error_code, outcome.message
+        attempt.update(status="FAILED", error_code=outcome.error_code, error_message=outcome.message)
         if outcome.account_expired:
             account_changes.setdefault(target.social_account_id, {})["status"] = "EXPIRED"
         return None
