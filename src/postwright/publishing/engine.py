@@ -31,6 +31,7 @@ from postwright.kit.ids import new_id
 from postwright.media.service import MediaContext
 from postwright.publishing import queue
 from postwright.publishing.claims import claim_targets_of, expired_leases
+from postwright.publishing.comments import FirstComments
 from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
 from postwright.publishing.platforms.base import (
@@ -130,6 +131,7 @@ class PublishEngine:
         )
         self._adapters: dict[str, PlatformAdapter | None] = {}
         self.credentials = CredentialStore(sessionmaker, cipher, self.adapter_for)
+        self.comments = FirstComments(sessionmaker, self.credentials, self.adapter_for, self.lease)
 
     def adapter_for(self, platform: str) -> PlatformAdapter | None:
         key = platform_key_for(platform)
@@ -239,70 +241,8 @@ class PublishEngine:
         return handled
 
     async def first_comment(self, target_id: str) -> None:
-        """Post the target's first comment as a reply; failures stay on the target, never unpublish it."""
-        async with unit_of_work(self.sessionmaker) as session:
-            target = await lock_target(session, target_id)
-            if target is None or target.status != "PUBLISHED" or not target.first_comment:
-                return
-            if target.first_comment_state == "SENDING":
-                started = target.first_comment_last_attempt_at
-                if started is not None and started > utcnow() - self.lease:
-                    return  # another worker is sending it right now
-                # A worker died while this comment was being sent: it may exist, so it is not sent again.
-                target.first_comment_state = "FAILED"
-                target.first_comment_error = (
-                    "The comment may or may not have been posted (the worker stopped); check and retry."
-                )
-                return
-            if target.first_comment_state != "PENDING" or not target.external_post_id:
-                return
-            account = await session.get(SocialAccount, target.social_account_id)
-            adapter = self.adapter_for(target.platform)
-            if account is None or account.credentials_encrypted is None or adapter is None:
-                target.first_comment_state = "FAILED"
-                target.first_comment_error = (
-                    "The account is no longer connected."
-                    if adapter
-                    else f"Comments on {target.platform} are not supported yet."
-                )
-                return
-            outbound = OutboundPost(
-                target_id=target_id,
-                text=target.first_comment,
-                account_handle=account.handle,
-                account_external_id=account.external_id,
-                reply_to_external_id=target.external_post_id,
-            )
-            target.first_comment_material = target.first_comment_material or adapter.prepare(outbound)
-            outbound = replace(outbound, idempotency_key=target.first_comment_material)
-            target.first_comment_state = "SENDING"
-            target.first_comment_attempt += 1
-            target.first_comment_last_attempt_at = utcnow()
-        error: str | None = None
-        result: PublishResult | None = None
-        try:
-            creds = await self.credentials.get(account)
-            try:
-                result = await adapter.reply(creds, outbound)
-            except ReauthRequired:
-                result = await adapter.reply(await self.credentials.get(account, force=True), outbound)
-        except OutcomeUnknown:
-            error = "The comment may or may not have been posted (no answer from the platform); check and retry."
-        except (RetryableError, PermanentError, ReauthRequired) as exc:
-            error = exc.message
-        except Exception as exc:  # an adapter bug must not lose the published state
-            log.exception("publishing.first_comment_crashed", target_id=target_id)
-            error = f"Unexpected error ({type(exc).__name__})."
-        async with unit_of_work(self.sessionmaker) as session:
-            await session.execute(
-                update(PostTarget)
-                .where(PostTarget.id == target_id, PostTarget.first_comment_state == "SENDING")
-                .values(
-                    first_comment_state="DONE" if result else "FAILED",
-                    first_comment_error=error,
-                    first_comment_external_id=result.external_post_id if result else None,
-                )
-            )
+        """Post the target's first comment (see `comments.FirstComments`)."""
+        await self.comments.post(target_id)
 
     # ---- claim ---------------------------------------------------------------------------------------
 
@@ -750,7 +690,8 @@ class PublishEngine:
     async def _resolve_and_finish(self, jobs: list[Job]) -> None:
         for job in jobs:
             adapter = self.adapter_for(job.platform)
-            prepared = await self._prepare(job, with_media=False)
+            # Media is only needed when the lookup may end in a (safe, same-key) resend.
+            prepared = await self._prepare(job, with_media=bool(job.material))
             if prepared.outcome is None and adapter is not None:
                 job.outcome = await self._lookup(adapter, job, "The worker stopped after sending.")
             else:
