@@ -339,3 +339,38 @@ async def test_other_workspace_media_is_404(make_tenant, file_server):
     ):
         assert (await other.request(method, path)).status_code == 404
     assert (await other.get("/media")).json()["data"] == []
+
+
+async def test_media_items_on_patch_are_ingested_and_ordered_first(tenant, file_server):
+    existing = (await tenant.post("/media/from-url", json={"url": f"{file_server}/image.png"})).json()
+    post = await tenant.create_post(mediaIds=[existing["id"]])
+    response = await tenant.patch(
+        f"/posts/{post['id']}",
+        json={
+            "content": "edited with media",
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "mediaIds": [existing["id"]],
+            "mediaItems": [{"type": "image", "url": f"{file_server}/image.png"}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    media = response.json()["media"]
+    assert len(media) == 2
+    assert media[1]["mediaAssetId"] == existing["id"]
+    assert media[0]["mediaAssetId"] != existing["id"]
+
+
+async def test_media_items_on_patch_of_published_post_is_refused_before_fetching(tenant, engine, file_server):
+    post = await tenant.create_post(scheduledFor=future(hours=1))
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE posts SET status = 'PUBLISHED' WHERE id = :id"), {"id": post["id"]})
+    response = await tenant.patch(
+        f"/posts/{post['id']}",
+        json={
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "mediaItems": [{"type": "image", "url": f"{file_server}/image.png"}],
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_STATE"
+    assert (await tenant.get("/media")).json()["data"] == []

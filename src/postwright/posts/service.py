@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,6 +123,12 @@ class PostsService:
         self._require_editor(principal, "edit posts")
         if data.scheduled_for:
             principal.require_scopes(Scope.PUBLISH_WRITE)
+        if data.media_items:
+            # Fetch URLs before taking the post's row lock: the worker and other edits must not wait on
+            # someone else's slow CDN.
+            if (await self.get(session, principal, post_id)).status not in EDITABLE:
+                raise InvalidState("This post cannot be edited in its current state.")
+            data = await self._ingest(session, principal, data)
         post = await self.get(session, principal, post_id, for_update=True)
         if post.status not in EDITABLE:
             raise InvalidState(f"A {post.status} post cannot be edited.")
@@ -395,6 +402,15 @@ class PostsService:
         post.generation += 1
         post.workflow_id = None
 
+    async def _ingest(self, session: AsyncSession, principal: Principal, data: PostInput) -> PostInput:
+        """Fetch `mediaItems` into the library; their ids go first in `mediaIds`, as seed 003 says."""
+        if not data.media_items:
+            return data
+        if self.media_ingest is None:
+            raise ValidationFailed("mediaItems are not supported by this server; upload media first.")
+        ingested = await self.media_ingest(session, principal, data.media_items)
+        return dataclasses.replace(data, media_items=[], media_ids=list(dict.fromkeys(ingested + data.media_ids)))
+
     async def _fill(self, session: AsyncSession, principal: Principal, post: Post, data: PostInput) -> None:
         """Validate accounts and media, then attach targets and media rows to the post."""
         repository = PostsRepository(session)
@@ -431,12 +447,8 @@ class PostsService:
         if problems:
             raise ValidationFailed("The post is not valid: " + problems[0]["message"] + ".", details=problems)
 
-        ingested: list[str] = []
-        if data.media_items:
-            if self.media_ingest is None:
-                raise ValidationFailed("mediaItems are not supported by this server; upload media first.")
-            ingested = await self.media_ingest(session, principal, data.media_items)
-        ordered_media = list(dict.fromkeys(ingested + data.media_ids))
+        data = await self._ingest(session, principal, data)
+        ordered_media = list(dict.fromkeys(data.media_ids))
         post.media_alt_text = data.media_alt_text or None
         for order, media_id in enumerate(ordered_media):
             post.media.append(
