@@ -29,6 +29,17 @@ def fake_bsky() -> Iterator[RunningFake]:
         yield running
 
 
+def build_publisher(settings, engine, app, http, worker_id: str = "test-worker") -> PublishEngine:
+    return PublishEngine(
+        sessionmaker=create_sessionmaker(engine),
+        settings=settings,
+        cipher=app.state.cipher,
+        media=app.state.media,
+        http=http,
+        worker_id=worker_id,
+    )
+
+
 @pytest.fixture
 async def publisher(settings, engine, app, fake_x) -> AsyncIterator[PublishEngine]:
     tuned = settings.model_copy(
@@ -42,14 +53,7 @@ async def publisher(settings, engine, app, fake_x) -> AsyncIterator[PublishEngin
         }
     )
     async with aiohttp.ClientSession() as http:
-        yield PublishEngine(
-            sessionmaker=create_sessionmaker(engine),
-            settings=tuned,
-            cipher=app.state.cipher,
-            media=app.state.media,
-            http=http,
-            worker_id="test-worker",
-        )
+        yield build_publisher(tuned, engine, app, http, "test-worker")
 
 
 def token_of(tenant, index: int = 0) -> str:
@@ -584,22 +588,8 @@ async def test_slow_send_keeps_its_lease(tenant, settings, engine, app, fake_x):
     try:
         post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
         async with aiohttp.ClientSession() as http:
-            worker = PublishEngine(
-                sessionmaker=create_sessionmaker(engine),
-                settings=tuned,
-                cipher=app.state.cipher,
-                media=app.state.media,
-                http=http,
-                worker_id="slow-worker",
-            )
-            other = PublishEngine(
-                sessionmaker=create_sessionmaker(engine),
-                settings=tuned,
-                cipher=app.state.cipher,
-                media=app.state.media,
-                http=http,
-                worker_id="other-worker",
-            )
+            worker = build_publisher(tuned, engine, app, http, "slow-worker")
+            other = build_publisher(tuned, engine, app, http, "other-worker")
             sending = asyncio.create_task(worker.dispatch(post["id"], 1))
             for _ in range(12):  # the reconciler of another worker keeps looking during the slow send
                 await asyncio.sleep(0.25)

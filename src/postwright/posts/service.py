@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +14,6 @@ from postwright.db.models import (
     PostMedia,
     PostTarget,
     PublishAttempt,
-    SocialAccount,
     Workspace,
 )
 from postwright.errors import Conflict, InvalidState, NotFound, RateLimited, ValidationFailed
@@ -576,10 +574,6 @@ class PostsService:
         post.canceled_at = utcnow()
         post.awaiting_approval = False
         refresh_status(post)
-
-
-def account_label(account: SocialAccount) -> dict[str, Any]:
-    return {"id": account.id, "platform": account.platform, "handle": account.handle}
 
 
 posts_service = PostsService()

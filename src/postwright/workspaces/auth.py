@@ -55,7 +55,3 @@ class Principal:
     def require_role(self, minimum: Role, action: str) -> None:
         if ROLE_RANK[self.role] < ROLE_RANK[minimum]:
             raise ForbiddenRole(f"Your role {self.role.value} may not {action}; it needs {minimum.value} or above.")
-
-    @property
-    def can_edit(self) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[Role.EDITOR]
