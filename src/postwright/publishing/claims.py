@@ -16,8 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import PostTarget, SocialAccount
 
-LEASE = timedelta(seconds=90)
-
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
     account_ready = (
@@ -49,7 +47,7 @@ def _claimed_values(worker_id: str, now: datetime, lease: timedelta) -> dict[str
 
 
 async def claim_targets_of(
-    session: AsyncSession, *, post_ids: list[str], worker_id: str, now: datetime, lease: timedelta = LEASE
+    session: AsyncSession, *, post_ids: list[str], worker_id: str, now: datetime, lease: timedelta
 ) -> list[PostTarget]:
     """Claim the due targets of posts the caller has locked and checked (generation, not deleted)."""
     if not post_ids:

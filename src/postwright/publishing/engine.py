@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,7 +105,6 @@ class Job:
     outbound: OutboundPost | None = None
     creds: Credentials | None = None
     outcome: Outcome | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class PublishEngine:
