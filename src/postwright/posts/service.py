@@ -22,10 +22,11 @@ from postwright.kit.ids import new_id
 from postwright.kit.pagination import Page, PageRequest, paginate
 from postwright.posts.repository import PostsRepository
 from postwright.posts.schemas import MediaItemIn, PostInput
-from postwright.posts.status import DELETABLE, EDITABLE, PostStatus, TargetStatus, derive_post_status
+from postwright.posts.status import DELETABLE, EDITABLE, PostStatus, TargetStatus
 from postwright.posts.timing import due_time, parse_instant, parse_timezone
 from postwright.publishing import queue
 from postwright.publishing.rules import TargetContent, facts_of, validate_content
+from postwright.publishing.status import apply_derived_status
 from postwright.workspaces.auth import Principal, Role, Scope
 
 # mediaItems[] ingest (URL → MediaAsset); the media domain installs it.
@@ -37,15 +38,8 @@ UNSENT = (TargetStatus.DRAFT.value, TargetStatus.SCHEDULED.value)
 
 
 def refresh_status(post: Post) -> None:
-    """Recompute the aggregate status from the targets (call after every target change)."""
-    post.status = derive_post_status(
-        [t.status for t in post.targets],
-        awaiting_approval=post.awaiting_approval,
-        canceled=post.canceled_at is not None,
-    ).value
-    if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
-        published = [t.published_at for t in post.targets if t.published_at]
-        post.published_at = max(published) if published else post.published_at
+    """Recompute the aggregate status from the loaded targets (call after every target change)."""
+    apply_derived_status(post, post.targets)
 
 
 class PostsService:

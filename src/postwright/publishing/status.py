@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -62,10 +63,14 @@ async def recompute_posts(session: AsyncSession, posts: list[Post]) -> None:
     for row in rows:
         by_post.setdefault(row.post_id, []).append(row)
     for post in posts:
-        mine = by_post.get(post.id, [])
-        post.status = derive_post_status(
-            [r.status for r in mine], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
-        ).value
-        if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
-            published = [r.published_at for r in mine if r.published_at]
-            post.published_at = max(published) if published else post.published_at
+        apply_derived_status(post, by_post.get(post.id, []))
+
+
+def apply_derived_status(post: Post, targets: Sequence[Any]) -> None:
+    """Set the post's status (and publishedAt) from its targets' `status` and `published_at`."""
+    post.status = derive_post_status(
+        [t.status for t in targets], awaiting_approval=post.awaiting_approval, canceled=post.canceled_at is not None
+    ).value
+    if post.status in (PostStatus.PUBLISHED, PostStatus.PARTIALLY_PUBLISHED):
+        published = [t.published_at for t in targets if t.published_at]
+        post.published_at = max(published) if published else post.published_at
