@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 from sqlalchemy import text
 
-from postwright.db.session import create_sessionmaker
-from postwright.publishing.engine import PublishEngine
-from postwright.testing.fakes import RunningFake, serve_fake
+from postwright.testing.fakes import RunningFake
 
+from .conftest import build_publisher
 from .helpers import fetch, future
-
-
-@pytest.fixture(scope="session")
-def fake_x() -> Iterator[RunningFake]:
-    with serve_fake("X") as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def fake_bsky() -> Iterator[RunningFake]:
-    with serve_fake("BLUESKY") as running:
-        yield running
-
-
-def build_publisher(settings, engine, app, http, worker_id: str = "test-worker") -> PublishEngine:
-    return PublishEngine(
-        sessionmaker=create_sessionmaker(engine),
-        settings=settings,
-        cipher=app.state.cipher,
-        media=app.state.media,
-        http=http,
-        worker_id=worker_id,
-    )
-
-
-@pytest.fixture
-async def publisher(settings, engine, app, fake_x) -> AsyncIterator[PublishEngine]:
-    tuned = settings.model_copy(
-        update={
-            "platform_x_base_url": fake_x.base_url,
-            "platform_timeout_seconds": 1.0,
-            "publish_lease_seconds": 3.0,
-            "retry_base_seconds": 0.05,
-            "publish_max_attempts": 3,
-            "x_client_id": "postwright-test",
-        }
-    )
-    async with aiohttp.ClientSession() as http:
-        yield build_publisher(tuned, engine, app, http, "test-worker")
 
 
 def token_of(tenant, index: int = 0) -> str:
@@ -298,7 +257,7 @@ async def test_failed_first_comment_keeps_target_published_and_can_be_retried(te
             {"id": target_id},
         )
     fake_x.fake.push_failure("content_rejected", account=token_of(tenant))
-    await publisher.first_comment(target_id)
+    await publisher.follow_up(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()
     assert got["status"] == "PUBLISHED"
     assert got["targets"][0]["status"] == "PUBLISHED"
@@ -312,7 +271,7 @@ async def test_failed_first_comment_keeps_target_published_and_can_be_retried(te
             {"id": target_id},
         )
     assert (await tenant.post(retry_url)).status_code == 200
-    await publisher.first_comment(target_id)
+    await publisher.follow_up(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
     assert got["firstCommentError"] is None and got["firstCommentAttempt"] == 2
     replies = [p for p in fake_x.fake.posts() if p.reply_to == got["externalPostId"]]
@@ -540,7 +499,7 @@ async def test_stranded_first_comment_is_not_resent(tenant, publisher, fake_x, e
             {"id": target_id},
         )
     before = len(fake_x.fake.posts())
-    await publisher.first_comment(target_id)
+    await publisher.follow_up(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
     assert "may or may not" in got["firstCommentError"]
     assert len(fake_x.fake.posts()) == before
@@ -553,7 +512,7 @@ async def test_stranded_first_comment_is_not_resent(tenant, publisher, fake_x, e
             ),
             {"id": target_id},
         )
-    await publisher.first_comment(target_id)
+    await publisher.follow_up(target_id)
     assert (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]["firstCommentError"] is None
 
 

@@ -174,6 +174,21 @@ async def retry_first_comment(
     return await rendered(session, post)
 
 
+@router.post("/{post_id}/targets/{target_id}/thread/retry", summary="Resume a thread from its failed part")
+async def retry_thread(
+    post_id: str, target_id: str, request: Request, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    principal.require_scopes(Scope.PUBLISH_WRITE)
+    post = await posts_service.retry_thread(
+        session,
+        principal,
+        post_id,
+        target_id,
+        cooldown_seconds=request.app.state.settings.first_comment_cooldown_seconds,
+    )
+    return await rendered(session, post)
+
+
 @router.delete("/{post_id}", summary="Cancel and soft-delete a post", status_code=200)
 async def delete_post(
     post_id: str,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 
 from postwright.db.models import Post, PostTarget, PublishAttempt
 from postwright.kit.clock import isoformat_z
+from postwright.publishing.threads import render_thread, thread_error
 
 Caption = Annotated[str, Field(max_length=10000)]
 FirstComment = Annotated[str, Field(max_length=2000)]
@@ -195,6 +196,8 @@ def target_to_dict(target: PostTarget) -> dict[str, Any]:
         "firstCommentError": target.first_comment_error,
         "firstCommentAttempt": target.first_comment_attempt,
         "platformOptions": target.platform_options,
+        "thread": render_thread(target.platform_options, target.thread_state),
+        "threadError": thread_error(target.thread_state),
         "mediaIds": list(target.media_ids or []),
         "scheduledFor": isoformat_z(target.scheduled_for),
         "publishedAt": isoformat_z(target.published_at),
@@ -260,6 +263,8 @@ def status_to_dict(post: Post) -> dict[str, Any]:
                     (t.next_attempt_at or t.scheduled_for) if t.status == "SCHEDULED" else None
                 ),
                 "firstCommentError": t.first_comment_error,
+                "thread": render_thread(t.platform_options, t.thread_state),
+                "threadError": thread_error(t.thread_state),
             }
             for t in post.targets
         ],

@@ -25,8 +25,9 @@ from postwright.posts.schemas import MediaItemIn, PostInput
 from postwright.posts.status import DELETABLE, EDITABLE, PostStatus, TargetStatus
 from postwright.posts.timing import due_time, parse_instant, parse_timezone
 from postwright.publishing import queue
-from postwright.publishing.rules import TargetContent, facts_of, validate_content
+from postwright.publishing.rules import content_of, facts_of, validate_content
 from postwright.publishing.status import apply_derived_status
+from postwright.publishing.threads import parse_thread, thread_media_ids
 from postwright.workspaces.auth import Principal, Role, Scope
 
 # mediaItems[] ingest (URL → MediaAsset); the media domain installs it.
@@ -325,18 +326,14 @@ class PostsService:
             or target.first_comment_state != "FAILED"
         ):
             raise Conflict("Only a failed first comment of a PUBLISHED target can be retried.")
-        last = target.first_comment_last_attempt_at
-        if last is not None:
-            wait = last + timedelta(seconds=cooldown_seconds) - utcnow()
-            if wait > timedelta(0):
-                seconds = int(wait.total_seconds()) + 1
-                raise RateLimited(
-                    f"The first comment was tried {target.first_comment_attempt} time(s); retry in {seconds} s.",
-                    retry_after_seconds=seconds,
-                )
+        _cool_down(
+            target.first_comment_last_attempt_at,
+            cooldown_seconds,
+            f"The first comment was tried {target.first_comment_attempt} time(s)",
+        )
         target.first_comment_error = None
         target.first_comment_state = "PENDING"
-        await queue.enqueue_first_comment(session, target_id=target.id, due_at=utcnow())
+        await queue.enqueue_follow_ups(session, target_id=target.id, due_at=utcnow())
         audit_service.record(
             session,
             workspace_id=post.workspace_id,
@@ -345,6 +342,41 @@ class PostsService:
             subject_id=target.id,
             principal=principal,
             data={"postId": post.id},
+        )
+        return post
+
+    async def retry_thread(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        post_id: str,
+        target_id: str,
+        *,
+        cooldown_seconds: int,
+    ) -> Post:
+        """Resume a halted thread from its failed part (the parts already posted are not sent again)."""
+        self._require_editor(principal, "retry threads")
+        post = await self.get(session, principal, post_id, for_update=True)
+        target = self._target(post, target_id)
+        state = [dict(entry) for entry in target.thread_state or []]
+        failed = next((i for i, entry in enumerate(state) if entry.get("state") == "FAILED"), None)
+        if target.status != TargetStatus.PUBLISHED or failed is None:
+            raise Conflict("Only a failed thread part of a PUBLISHED target can be retried.")
+        entry = state[failed]
+        last = datetime.fromisoformat(entry["lastAttemptAt"]) if entry.get("lastAttemptAt") else None
+        _cool_down(last, cooldown_seconds, f"Thread part {failed + 1} was tried {entry.get('attempts', 0)} time(s)")
+        entry.update(state="PENDING", error=None)
+        entry.pop("notBefore", None)
+        target.thread_state = state
+        await queue.enqueue_follow_ups(session, target_id=target.id, due_at=utcnow())
+        audit_service.record(
+            session,
+            workspace_id=post.workspace_id,
+            action="target.thread_retry",
+            subject_type="target",
+            subject_id=target.id,
+            principal=principal,
+            data={"postId": post.id, "part": failed + 1},
         )
         return post
 
@@ -425,7 +457,17 @@ class PostsService:
                 )
             elif account.status != "ACTIVE":
                 problems.append({"field": path, "message": f"social account is {account.status}; reconnect it first"})
-        all_media = list(dict.fromkeys(data.media_ids + [m for t in data.targets for m in t.media_ids]))
+            elif target.platform_options is not None:
+                _, thread_problems = parse_thread(account.platform, target.platform_options)
+                path = f"{target.field_path}.platformOptions.thread"
+                problems += [{"field": path, "message": message} for message in thread_problems]
+        all_media = list(
+            dict.fromkeys(
+                data.media_ids
+                + [m for t in data.targets for m in t.media_ids]
+                + [m for t in data.targets for m in thread_media_ids(t.platform_options)]
+            )
+        )
         media = await repository.media(principal.workspace_id, all_media)
         for media_id in all_media:
             asset = media.get(media_id)
@@ -472,19 +514,23 @@ class PostsService:
             )
 
     async def _platform_problems(self, session: AsyncSession, post: Post) -> list[dict[str, str]]:
-        all_media = list({m.media_asset_id for m in post.media} | {m for t in post.targets for m in t.media_ids or []})
+        all_media = list(
+            {m.media_asset_id for m in post.media}
+            | {m for t in post.targets for m in (t.media_ids or []) + thread_media_ids(t.platform_options)}
+        )
         media = await PostsRepository(session).media(post.workspace_id, all_media)
+        facts = {media_id: facts_of(asset) for media_id, asset in media.items()}
         problems = []
         for target in post.targets:
             if target.status not in UNSENT and target.status != TargetStatus.FAILED:
                 continue
-            ids = target.media_ids or [m.media_asset_id for m in post.media]
-            content = TargetContent(
+            content = content_of(
                 platform=target.platform,
                 text=target.caption_override if target.caption_override is not None else (post.caption or ""),
                 first_comment=target.first_comment,
-                media=[facts_of(media[m]) for m in ids if m in media],
-                platform_options=target.platform_options or {},
+                platform_options=target.platform_options,
+                media_ids=target.media_ids or [m.media_asset_id for m in post.media],
+                facts=facts,
             )
             for problem in validate_content(content):
                 problems.append({"field": f"targets[{target.position}]", "message": problem})
@@ -571,3 +617,13 @@ class PostsService:
 
 
 posts_service = PostsService()
+
+
+def _cool_down(last_attempt: datetime | None, cooldown_seconds: int, tried: str) -> None:
+    """429 with Retry-After while a manual retry comes too soon after the last attempt."""
+    if last_attempt is None:
+        return
+    wait = last_attempt + timedelta(seconds=cooldown_seconds) - utcnow()
+    if wait > timedelta(0):
+        seconds = int(wait.total_seconds()) + 1
+        raise RateLimited(f"{tried}; retry in {seconds} s.", retry_after_seconds=seconds)

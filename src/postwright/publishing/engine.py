@@ -31,13 +31,12 @@ from postwright.kit.ids import new_id
 from postwright.media.service import MediaContext
 from postwright.publishing import queue
 from postwright.publishing.claims import claim_targets_of, expired_leases
-from postwright.publishing.comments import FirstComments
 from postwright.publishing.credentials import CredentialStore
+from postwright.publishing.followups import FollowUps, load_media_file
 from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
 from postwright.publishing.platforms.base import (
     AdapterContext,
     Credentials,
-    MediaFile,
     OutboundPost,
     OutcomeUnknown,
     PermanentError,
@@ -49,8 +48,9 @@ from postwright.publishing.platforms.base import (
 )
 from postwright.publishing.platforms.registry import build_adapter, platform_key_for
 from postwright.publishing.retry import RetryPolicy
-from postwright.publishing.rules import TargetContent, facts_of, validate_content
+from postwright.publishing.rules import content_of, facts_of, validate_content
 from postwright.publishing.status import lock_post, lock_posts, lock_target, recompute_post, recompute_posts
+from postwright.publishing.threads import new_thread_state, parse_thread, thread_media_ids
 
 log = structlog.get_logger("postwright.publishing")
 SWEEP_PARALLELISM = 4
@@ -98,6 +98,7 @@ class Job:
     first_comment: str | None
     platform_options: dict[str, Any]
     media: list[MediaAsset]
+    thread_media: dict[str, MediaAsset]
     alt_texts: dict[str, str | None]
     material: str | None
     due_at: datetime | None = None
@@ -130,7 +131,7 @@ class PublishEngine:
         )
         self._adapters: dict[str, PlatformAdapter | None] = {}
         self.credentials = CredentialStore(sessionmaker, cipher, self.adapter_for)
-        self.comments = FirstComments(sessionmaker, self.credentials, self.adapter_for, self.lease)
+        self.follow_ups = FollowUps(sessionmaker, self.credentials, self.adapter_for, self.lease, self.policy, media)
 
     def adapter_for(self, platform: str) -> PlatformAdapter | None:
         key = platform_key_for(platform)
@@ -239,9 +240,9 @@ class PublishEngine:
             await self._resolve_and_finish([job])
         return handled
 
-    async def first_comment(self, target_id: str) -> None:
-        """Post the target's first comment (see `comments.FirstComments`)."""
-        await self.comments.post(target_id)
+    async def follow_up(self, target_id: str, *, from_job: bool = False) -> None:
+        """Post what follows a published target: thread parts, then the first comment (see followups.py)."""
+        await self.follow_ups.run(target_id, from_job=from_job)
 
     # ---- claim ---------------------------------------------------------------------------------------
 
@@ -290,7 +291,9 @@ class PublishEngine:
                 .order_by(PostMedia.post_id, PostMedia.order)
             )
         )
-        wanted = {link.media_asset_id for link in links} | {m for t in targets for m in t.media_ids or []}
+        wanted = {link.media_asset_id for link in links} | {
+            m for t in targets for m in (t.media_ids or []) + thread_media_ids(t.platform_options)
+        }
         assets = (
             {a.id: a for a in await session.scalars(select(MediaAsset).where(MediaAsset.id.in_(wanted)))}
             if wanted
@@ -329,6 +332,7 @@ class PublishEngine:
                     first_comment=target.first_comment,
                     platform_options=target.platform_options or {},
                     media=[assets[m] for m in ids if m in assets],
+                    thread_media={m: assets[m] for m in thread_media_ids(target.platform_options) if m in assets},
                     alt_texts={link.media_asset_id: link.alt_text for link in post_links},
                     material=target.idempotency_material,
                     due_at=target.next_attempt_at or target.scheduled_for,
@@ -343,8 +347,11 @@ class PublishEngine:
         sent = await self._mark_sent(ready)
         async with self._heartbeat([job.target_id for job in sent]):
             await asyncio.gather(*(self._send(job) for job in sent))
-        for target_id in await self._finish(jobs):
-            await self.first_comment(target_id)
+        await self._follow_up_all(await self._finish(jobs))
+
+    async def _follow_up_all(self, target_ids: list[str]) -> None:
+        # Each target's follow-ups are a chain; different targets' chains go side by side.
+        await asyncio.gather(*(self.follow_up(t) for t in target_ids))
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, target_ids: list[str]) -> AsyncIterator[None]:
@@ -397,18 +404,24 @@ class PublishEngine:
         if adapter is None:
             job.outcome = Failed("PLATFORM_ERROR", f"Publishing to {job.platform} is not supported yet.")
             return job
-        content = TargetContent(
+        assets = [*job.media, *job.thread_media.values()]
+        content = content_of(
             platform=job.platform,
             text=job.text,
             first_comment=job.first_comment,
-            media=[facts_of(m) for m in job.media],
             platform_options=job.platform_options,
+            media_ids=[m.id for m in job.media],
+            facts={a.id: facts_of(a) for a in assets},
         )
         if problems := validate_content(content):
             job.outcome = Failed("VALIDATION_FAILED", "; ".join(problems))
             return job
         job.creds = await self.credentials.get(job.account)
-        media = tuple([await self._media_file(job, asset) for asset in job.media]) if with_media else ()
+        media = (
+            tuple([await load_media_file(self.media, a, job.alt_texts.get(a.id)) for a in job.media])
+            if with_media
+            else ()
+        )
         job.outbound = OutboundPost(
             target_id=job.target_id,
             text=job.text,
@@ -420,19 +433,6 @@ class PublishEngine:
         job.material = job.material or adapter.prepare(job.outbound)
         job.outbound = replace(job.outbound, idempotency_key=job.material)
         return job
-
-    async def _media_file(self, job: Job, asset: MediaAsset) -> MediaFile:
-        data = await self.media.storage.get(asset.storage_key)
-        return MediaFile(
-            kind=asset.kind,
-            mime_type=asset.mime_type,
-            data=data,
-            url=await self.media.content_url(asset),
-            alt_text=job.alt_texts.get(asset.id) or asset.alt_text,
-            width=asset.width,
-            height=asset.height,
-            duration_ms=asset.duration_ms,
-        )
 
     async def _mark_sent(self, jobs: list[Job]) -> list[Job]:
         """Record that the requests are about to leave; only targets still ours (not canceled) go."""
@@ -525,12 +525,12 @@ class PublishEngine:
     # ---- record ---------------------------------------------------------------------------------------
 
     async def _finish(self, jobs: list[Job]) -> list[str]:
-        """Record every outcome in one transaction; returns the targets whose first comment is now due."""
+        """Record every outcome in one transaction; returns the targets with follow-ups now due."""
         done = [j for j in jobs if j.outcome is not None]
         if not done:
             return []
         now = utcnow()
-        comments: list[str] = []
+        follow: list[str] = []
         async with unit_of_work(self.sessionmaker) as session:
             posts = {p.id: p for p in await lock_posts(session, [j.post_id for j in done])}
             targets = {
@@ -561,9 +561,8 @@ class PublishEngine:
                 attempt_updates.append(attempt)
                 if due is not None:
                     retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
-                if target.status == "PUBLISHED" and target.first_comment and target.first_comment_state is None:
-                    target.first_comment_state = "PENDING"
-                    comments.append(target.id)
+                if target.status == "PUBLISHED" and self._start_follow_ups(target):
+                    follow.append(target.id)
             if attempt_updates:
                 await session.execute(update(PublishAttempt), attempt_updates)  # bulk, by primary key
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
@@ -581,13 +580,24 @@ class PublishEngine:
             )
             for pid, job_id in zip(retrying, job_ids, strict=True):
                 posts[pid].workflow_id = queue.workflow_id_for(job_id)
-            # The comment is posted right after this commit; the queued job is the backstop if this
-            # worker dies first (late enough that a comment still SENDING counts as stranded).
+            # Follow-ups are posted right after this commit; the queued job is the backstop if this
+            # worker dies first (late enough that a part or comment still SENDING counts as stranded).
             await queue.enqueue_many(
-                session, [(queue.FIRST_COMMENT, {"targetId": t}, now + 2 * self.lease) for t in comments]
+                session, [(queue.FOLLOW_UPS, {"targetId": t}, now + 2 * self.lease) for t in follow]
             )
             await recompute_posts(session, list(posts.values()))
-        return comments
+        return follow
+
+    def _start_follow_ups(self, target: PostTarget) -> bool:
+        """Queue what follows a root that just landed (thread parts, first comment); True if anything."""
+        started = False
+        if target.thread_state is None and (parts := parse_thread(target.platform, target.platform_options)[0]):
+            target.thread_state = new_thread_state(parts)
+            started = True
+        if target.first_comment and target.first_comment_state is None:
+            target.first_comment_state = "PENDING"
+            started = True
+        return started
 
     def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
         if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:
@@ -699,8 +709,7 @@ class PublishEngine:
                 job.outcome = Failed(
                     "OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}"
                 )
-        for target_id in await self._finish(jobs):
-            await self.first_comment(target_id)
+        await self._follow_up_all(await self._finish(jobs))
 
 
 def _material_case(jobs: list[Job]) -> Any:

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postwright.kit.clock import utcnow
 
 DISPATCH_POST = "publishing.dispatch_post"
-FIRST_COMMENT = "publishing.first_comment"
-ENTRYPOINTS = (DISPATCH_POST, FIRST_COMMENT)
+# Thread parts and the first comment of a published target (the name predates threads).
+FOLLOW_UPS = "publishing.first_comment"
+ENTRYPOINTS = (DISPATCH_POST, FOLLOW_UPS)
 
 
 @cache
@@ -54,8 +55,8 @@ async def enqueue_dispatch(session: AsyncSession, *, post_id: str, generation: i
     return await enqueue(session, DISPATCH_POST, {"postId": post_id, "generation": generation}, due_at)
 
 
-async def enqueue_first_comment(session: AsyncSession, *, target_id: str, due_at: datetime) -> int:
-    return await enqueue(session, FIRST_COMMENT, {"targetId": target_id}, due_at)
+async def enqueue_follow_ups(session: AsyncSession, *, target_id: str, due_at: datetime) -> int:
+    return await enqueue(session, FOLLOW_UPS, {"targetId": target_id}, due_at)
 
 
 def workflow_id_for(job_id: int) -> str:

@@ -43,6 +43,8 @@ class TargetContent:
     first_comment: str | None
     media: list[MediaFacts] = field(default_factory=list)
     platform_options: dict[str, Any] = field(default_factory=dict)
+    # The thread's follow-up parts (text and media each), checked by the same rules as the root.
+    thread: list[tuple[str, list[MediaFacts]]] = field(default_factory=list)
 
 
 Validator = Callable[[TargetContent], list[str]]
@@ -58,6 +60,29 @@ def facts_of(asset: Any) -> MediaFacts:
         width=asset.width,
         height=asset.height,
         duration_ms=asset.duration_ms,
+    )
+
+
+def content_of(
+    *,
+    platform: str,
+    text: str,
+    first_comment: str | None,
+    platform_options: dict[str, Any] | None,
+    media_ids: list[str],
+    facts: dict[str, MediaFacts],
+) -> TargetContent:
+    """What the rules check for one target: root text and media, and each thread part with its media."""
+    from postwright.publishing.threads import parse_thread
+
+    parts, _ = parse_thread(platform, platform_options)
+    return TargetContent(
+        platform=platform,
+        text=text,
+        first_comment=first_comment,
+        media=[facts[m] for m in media_ids if m in facts],
+        platform_options=platform_options or {},
+        thread=[(part.text, [facts[m] for m in part.media_ids if m in facts]) for part in parts],
     )
 
 
@@ -122,7 +147,19 @@ def register_validator(platform: str, validator: Validator) -> None:
 
 def validate_content(content: TargetContent) -> list[str]:
     validator = _VALIDATORS.get(content.platform)
-    return validator(content) if validator else []
+    if validator is None:
+        return []
+    problems = validator(content)
+    for index, (text, media) in enumerate(content.thread, 1):
+        part = TargetContent(
+            platform=content.platform,
+            text=text,
+            first_comment=None,
+            media=media,
+            platform_options={k: v for k, v in content.platform_options.items() if k != "thread"},
+        )
+        problems += [f"Thread part {index}: {problem}" for problem in validator(part)]
+    return problems
 
 
 def _adapter_validator(basic: Validator, validate_post: Callable[[Any], list[str]]) -> Validator:

@@ -28,7 +28,7 @@ from postwright.kit.crypto import TokenCipher, load_or_create_keys
 from postwright.media.service import build_media_context, media_service
 from postwright.publishing.batcher import DispatchBatcher
 from postwright.publishing.engine import PublishEngine
-from postwright.publishing.queue import DISPATCH_POST, FIRST_COMMENT
+from postwright.publishing.queue import DISPATCH_POST, FOLLOW_UPS
 
 log = structlog.get_logger("postwright.worker")
 MEDIA_SWEEP_EVERY = timedelta(minutes=10)
@@ -70,10 +70,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
         payload = json.loads(job.payload or b"{}")
         await batcher.submit(payload["postId"], int(payload["generation"]))
 
-    @manager.entrypoint(FIRST_COMMENT)
-    async def first_comment(job: QueueJob) -> None:
+    @manager.entrypoint(FOLLOW_UPS)
+    async def follow_ups(job: QueueJob) -> None:
         payload = json.loads(job.payload or b"{}")
-        await publisher.first_comment(payload["targetId"])
+        await publisher.follow_up(payload["targetId"], from_job=True)
 
     async def maintenance() -> None:
         last_media_sweep = 0.0

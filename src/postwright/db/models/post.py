@@ -82,6 +82,8 @@ class PostTarget(TimestampMixin, Base):
     first_comment_state: Mapped[str | None] = mapped_column(String(12))
     first_comment_material: Mapped[str | None] = mapped_column(String(255))
     platform_options: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # One entry per `platformOptions.thread` part once the root is PUBLISHED (see publishing/threads.py).
+    thread_state: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     media_ids: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
