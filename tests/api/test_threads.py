@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 from sqlalchemy import text
 
+from .conftest import build_publisher
 from .helpers import fetch, future
 from .test_media import png, upload
 from .test_publishing import bluesky_account, due_post, token_of
@@ -304,3 +307,38 @@ async def test_stranded_bluesky_part_is_resent_under_its_rkey(make_tenant, publi
     await publisher.follow_up(target_id)
     assert (await state_of(engine, target_id))[0]["state"] == "DONE"
     assert len([p for p in fake_bsky.fake.posts() if p.text == options["thread"][0]["text"]]) == 1
+
+
+async def test_a_slow_part_keeps_its_claim(tenant, settings, engine, app, fake_x, publisher):
+    _, target_id = await published_root(tenant, publisher, f"slow part {tenant.workspace_id}")
+    slow = f"slow part body {tenant.workspace_id}"
+    await set_state(engine, target_id, [{"state": "PENDING", "attempts": 0}], thread_of(slow))
+    tuned = settings.model_copy(
+        update={
+            "platform_x_base_url": fake_x.base_url,
+            "platform_timeout_seconds": 6.0,
+            "publish_lease_seconds": 1.5,
+            "x_client_id": "postwright-test",
+        }
+    )
+
+    def lookups() -> int:
+        return len([r for r in fake_x.fake.requests() if r.method == "GET" and r.path.endswith("/tweets")])
+
+    before = lookups()
+    fake_x.fake.set_knobs(account=token_of(tenant), latency_ms=2500)
+    try:
+        async with aiohttp.ClientSession() as http:
+            worker = build_publisher(tuned, engine, app, http, "slow-worker")
+            other = build_publisher(tuned, engine, app, http, "other-worker")
+            sending = asyncio.create_task(worker.follow_up(target_id))
+            for _ in range(12):  # the backstop job on another worker keeps looking during the slow send
+                await asyncio.sleep(0.25)
+                await other.follow_up(target_id, from_job=True)
+            await sending
+    finally:
+        fake_x.fake.set_knobs(account=token_of(tenant), latency_ms=0)
+    state = await state_of(engine, target_id)
+    assert state[0]["state"] == "DONE" and state[0]["attempts"] == 1
+    assert len([p for p in fake_x.fake.posts() if p.text == slow]) == 1
+    assert lookups() == before  # nobody took the part over while it was being sent

@@ -10,6 +10,7 @@ still goes. Nothing here ever touches the target's PUBLISHED state.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -115,7 +116,12 @@ class FollowUps:
         send = await self._begin_part(target_id, from_job=from_job)
         if not isinstance(send, PartSend):
             return send
-        entry = await self._deliver(send)
+        beat = asyncio.create_task(self._heartbeat(send))
+        try:
+            entry = await self._deliver(send)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
         async with unit_of_work(self.sessionmaker) as session:
             target = await lock_target(session, target_id)
             if target is None or not target.thread_state or len(target.thread_state) <= send.index:
@@ -146,10 +152,11 @@ class FollowUps:
                 return Step.FINISHED
             entry = state[index]
             started = _parse(entry.get("lastAttemptAt"))
+            alive = _parse(entry.get("aliveAt")) or started
             lookup_only = entry.get("state") == "SENDING"
-            if lookup_only and started is not None and started > now - self.lease:
+            if lookup_only and alive is not None and alive > now - self.lease:
                 if from_job:  # check again once that sender's lease would have run out
-                    await queue.enqueue_follow_ups(session, target_id=target_id, due_at=started + self.lease)
+                    await queue.enqueue_follow_ups(session, target_id=target_id, due_at=alive + self.lease)
                 return Step.WAITING
             not_before = _parse(entry.get("notBefore"))
             if not lookup_only and not_before is not None and not_before > now:
@@ -188,7 +195,7 @@ class FollowUps:
             )
             entry["material"] = entry.get("material") or adapter.prepare(outbound)
             stamp = now.isoformat()
-            entry.update(state="SENDING", lastAttemptAt=stamp, error=None)
+            entry.update(state="SENDING", lastAttemptAt=stamp, aliveAt=stamp, error=None)
             if not lookup_only:
                 entry["attempts"] = int(entry.get("attempts", 0)) + 1
                 entry.pop("notBefore", None)
@@ -204,6 +211,20 @@ class FollowUps:
                 outbound=replace(outbound, idempotency_key=entry["material"]),
                 assets=[(found[m], alt_texts.get(m)) for m in parts[index].media_ids],
             )
+
+    async def _heartbeat(self, send: PartSend) -> None:
+        """Keep a slow send (media uploads, processing) from looking stranded to other workers."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            try:
+                async with unit_of_work(self.sessionmaker) as session:
+                    target = await lock_target(session, send.target_id)
+                    state = [dict(e) for e in (target.thread_state or [])] if target else []
+                    if len(state) > send.index and state[send.index].get("lastAttemptAt") == send.stamp:
+                        state[send.index]["aliveAt"] = utcnow().isoformat()
+                        target.thread_state = state  # type: ignore[union-attr]
+            except Exception:
+                log.exception("publishing.thread_heartbeat_failed", target_id=send.target_id)
 
     async def _deliver(self, send: PartSend) -> dict[str, Any]:
         """Send (or, after a stopped sender, look up) one part; the part's new state fields."""
