@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from .helpers import fetch, future, job_for, parse
 
@@ -326,6 +327,35 @@ async def test_failed_request_does_not_burn_the_key(tenant):
     good = await tenant.post("/posts", json={"platforms": []}, headers={"Idempotency-Key": "k3"})
     assert good.status_code == 400  # re-executed, not replayed
     assert "idempotent-replayed" not in good.headers
+
+
+async def test_a_response_lost_after_commit_is_never_run_again(tenant, engine, monkeypatch):
+    """The process dies between the request's commit and storing its response; the lock then runs out."""
+    from postwright.api.idempotency import IdempotencyMiddleware
+
+    async def died_before_storing(self, record_id, owner, captured):
+        return None
+
+    body = {"content": "committed once", "platforms": [{"accountId": tenant.accounts[0]["id"]}]}
+    with monkeypatch.context() as patched:
+        patched.setattr(IdempotencyMiddleware, "_finish", died_before_storing)
+        first = await tenant.post("/posts", json=body, headers={"Idempotency-Key": "lost-1"})
+    assert first.status_code == 201
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE idempotency_records SET locked_until = now() - interval '1 second'"))
+    again = await tenant.post("/posts", json=body, headers={"Idempotency-Key": "lost-1"})
+    assert again.status_code == 409 and "took effect" in again.json()["message"]
+    rows = await fetch(engine, "SELECT count(*) AS n FROM posts WHERE workspace_id = :ws", ws=tenant.workspace_id)
+    assert rows[0].n == 1
+    # A first request that failed (rolled back) and died the same way is still taken over and run.
+    with monkeypatch.context() as patched:
+        patched.setattr(IdempotencyMiddleware, "_finish", died_before_storing)
+        bad = await tenant.post("/posts", json={"platforms": []}, headers={"Idempotency-Key": "lost-2"})
+    assert bad.status_code == 400
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE idempotency_records SET locked_until = now() - interval '1 second'"))
+    retried = await tenant.post("/posts", json={"platforms": []}, headers={"Idempotency-Key": "lost-2"})
+    assert retried.status_code == 400  # run again (nothing had taken effect), not refused as done
 
 
 async def test_idempotency_on_other_posts(tenant, engine):

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from postwright.api.idempotency import mark_committed
 from postwright.db.session import unit_of_work
 from postwright.kit.pagination import PageRequest
 from postwright.workspaces.auth import Principal
@@ -17,6 +18,8 @@ from postwright.workspaces.service import workspaces_service
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with unit_of_work(request.app.state.sessionmaker) as session:
         yield session
+        # Only reached when the endpoint returned normally: its change and this mark commit together.
+        await mark_committed(session, request.scope.get("state", {}))
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -3,7 +3,9 @@
 Scope is the API key (by hash) plus the workspace header, so two tenants never share keys. The same key
 with a different request (method, path, query or body) answers 422 IDEMPOTENCY_KEY_REUSED; a key whose
 first request is still running answers 409. Only 2xx responses are kept: a failed request may be retried
-with the same key. Records expire after `idempotency_ttl_hours`.
+with the same key. The request's own transaction marks the record committed, so a request that took
+effect but whose response was never stored (the process died in between) is answered 409, never run
+twice. Records expire after `idempotency_ttl_hours`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from postwright.kit.clock import utcnow
 # beside a first request that is still working.
 IN_PROGRESS_LOCK = timedelta(minutes=15)
 MAX_KEY_LENGTH = 255
+CLAIM_STATE = "idempotency_claim"
 
 
 class IdempotencyMiddleware:
@@ -75,6 +78,8 @@ class IdempotencyMiddleware:
             await _send_json(send, status, payload, extra_headers)
             return
 
+        # The request's session marks the record committed in its own transaction (see mark_committed).
+        scope.setdefault("state", {})[CLAIM_STATE] = (claimed, owner)
         captured: dict[str, Any] = {"status": None, "headers": [], "body": b""}
 
         async def capture(message: Message) -> None:
@@ -141,6 +146,18 @@ class IdempotencyMiddleware:
                     json.loads(record.response_body or b"null"),
                     [*stored_headers, (b"idempotent-replayed", b"true")],
                 )
+            if record.committed_at is not None:
+                return (
+                    409,
+                    error_body(
+                        409,
+                        "CONFLICT",
+                        "The first request with this Idempotency-Key took effect, but its response was lost; "
+                        "look the result up instead of retrying.",
+                        request_id,
+                    ),
+                    [],
+                )
             if record.locked_until and record.locked_until > now:
                 return (
                     409,
@@ -181,6 +198,19 @@ class IdempotencyMiddleware:
                 await session.execute(
                     delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
                 )
+
+
+async def mark_committed(session: AsyncSession, state: dict[str, Any]) -> None:
+    """Record, in the caller's transaction, that the request holding this key is about to take effect."""
+    claim = state.get(CLAIM_STATE)
+    if claim is None:
+        return
+    record_id, owner = claim
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
+        .values(committed_at=utcnow())
+    )
 
 
 def _raw_key(headers: dict[bytes, bytes]) -> bytes:

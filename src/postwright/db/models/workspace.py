@@ -65,3 +65,6 @@ class IdempotencyRecord(Base):
     response_headers: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set in the request's own transaction: once set, the request took effect even if its response was
+    # never stored (the process died in between), so a retry must not run it again.
+    committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
