@@ -249,6 +249,23 @@ async def test_media_items_refusal_names_the_item(tenant, file_server):
     assert (await tenant.get("/posts")).json()["data"] == []
 
 
+async def test_media_items_of_a_refused_post_leave_no_stored_file(tenant, app, file_server, engine):
+    response = await tenant.post(
+        "/posts",
+        json={
+            "content": "x" * 300,  # over X's limit: refused at scheduling, after the item was stored
+            "scheduledFor": future(hours=1),
+            "platforms": [{"accountId": tenant.accounts[0]["id"]}],
+            "mediaItems": [{"type": "image", "url": f"{file_server}/image.png"}],
+        },
+    )
+    assert response.status_code == 400, response.text
+    rows = await fetch(engine, "SELECT count(*) AS n FROM media_assets WHERE workspace_id = :w", w=tenant.workspace_id)
+    assert rows[0].n == 0
+    folder = app.state.media.storage.root / tenant.workspace_id
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 async def test_list_media_paging_and_kind(tenant, file_server):
     for _ in range(3):
         await tenant.post("/media/from-url", json={"url": f"{file_server}/image.png"})

@@ -60,13 +60,27 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+def after_rollback(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` if the session's transaction rolls back (e.g. removing files stored for rows that vanish)."""
+    session.info.setdefault("after_rollback", []).append(callback)
+
+
 async def run_after_commit(session: AsyncSession) -> None:
-    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    session.info.pop("after_rollback", None)
+    await _run(session.info.pop("after_commit", []), "db.after_commit_failed")
+
+
+async def run_after_rollback(session: AsyncSession) -> None:
+    session.info.pop("after_commit", None)
+    await _run(session.info.pop("after_rollback", []), "db.after_rollback_failed")
+
+
+async def _run(callbacks: list[AfterCommit], failure_event: str) -> None:
     for callback in callbacks:
         try:
             await callback()
-        except Exception:  # a failed side effect must never fail the committed request
-            log.exception("db.after_commit_failed")
+        except Exception:  # a failed side effect must never change the request's outcome
+            log.exception(failure_event)
 
 
 @asynccontextmanager
@@ -76,6 +90,7 @@ async def unit_of_work(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncI
             yield session
         except BaseException:
             await session.rollback()
+            await run_after_rollback(session)
             raise
         await session.commit()
         await run_after_commit(session)

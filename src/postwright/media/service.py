@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from postwright.audit.service import audit_service
 from postwright.config import Settings
 from postwright.db.models import MediaAsset, StorageDeletion
-from postwright.db.session import after_commit
+from postwright.db.session import after_commit, after_rollback
 from postwright.errors import Conflict, NotFound, ValidationFailed
 from postwright.kit.clock import utcnow
 from postwright.kit.ids import new_id
@@ -247,6 +247,14 @@ class MediaService:
             ) from exc
         asset.storage_key = f"{principal.workspace_id}/{asset.id}"
         await ctx.storage.put(asset.storage_key, fetched.data, asset.mime_type)
+        # If the caller's transaction fails (e.g. the post that ingests this is refused), no row will
+        # point at the file and the orphan sweep could never find it: remove it with the rollback.
+        key = asset.storage_key
+
+        async def remove_stored() -> None:
+            await self._remove_now_or_later(session, ctx, [key])
+
+        after_rollback(session, remove_stored)
         session.add(asset)
         await session.flush()
         audit_service.record(
