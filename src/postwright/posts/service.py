@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -317,14 +318,8 @@ class PostsService:
         *,
         cooldown_seconds: int,
     ) -> Post:
-        self._require_editor(principal, "retry first comments")
-        post = await self.get(session, principal, post_id, for_update=True)
-        target = self._target(post, target_id)
-        if (
-            target.status != TargetStatus.PUBLISHED
-            or not target.first_comment
-            or target.first_comment_state != "FAILED"
-        ):
+        post, target = await self._follow_up_target(session, principal, post_id, target_id)
+        if not target.first_comment or target.first_comment_state != "FAILED":
             raise Conflict("Only a failed first comment of a PUBLISHED target can be retried.")
         _cool_down(
             target.first_comment_last_attempt_at,
@@ -333,17 +328,7 @@ class PostsService:
         )
         target.first_comment_error = None
         target.first_comment_state = "PENDING"
-        await queue.enqueue_follow_ups(session, target_id=target.id, due_at=utcnow())
-        audit_service.record(
-            session,
-            workspace_id=post.workspace_id,
-            action="target.first_comment_retry",
-            subject_type="target",
-            subject_id=target.id,
-            principal=principal,
-            data={"postId": post.id},
-        )
-        return post
+        return await self._resume_follow_ups(session, principal, post, target, "target.first_comment_retry")
 
     async def retry_thread(
         self,
@@ -355,12 +340,10 @@ class PostsService:
         cooldown_seconds: int,
     ) -> Post:
         """Resume a halted thread from its failed part (the parts already posted are not sent again)."""
-        self._require_editor(principal, "retry threads")
-        post = await self.get(session, principal, post_id, for_update=True)
-        target = self._target(post, target_id)
+        post, target = await self._follow_up_target(session, principal, post_id, target_id)
         state = [dict(entry) for entry in target.thread_state or []]
         failed = next((i for i, entry in enumerate(state) if entry.get("state") == "FAILED"), None)
-        if target.status != TargetStatus.PUBLISHED or failed is None:
+        if failed is None:
             raise Conflict("Only a failed thread part of a PUBLISHED target can be retried.")
         entry = state[failed]
         last = datetime.fromisoformat(entry["lastAttemptAt"]) if entry.get("lastAttemptAt") else None
@@ -368,17 +351,7 @@ class PostsService:
         entry.update(state="PENDING", error=None)
         entry.pop("notBefore", None)
         target.thread_state = state
-        await queue.enqueue_follow_ups(session, target_id=target.id, due_at=utcnow())
-        audit_service.record(
-            session,
-            workspace_id=post.workspace_id,
-            action="target.thread_retry",
-            subject_type="target",
-            subject_id=target.id,
-            principal=principal,
-            data={"postId": post.id, "part": failed + 1},
-        )
-        return post
+        return await self._resume_follow_ups(session, principal, post, target, "target.thread_retry", part=failed + 1)
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -406,6 +379,34 @@ class PostsService:
             principal=principal,
             data={"targets": len(post.targets)},
         )
+
+    async def _follow_up_target(
+        self, session: AsyncSession, principal: Principal, post_id: str, target_id: str
+    ) -> tuple[Post, PostTarget]:
+        """The locked post and its PUBLISHED target whose follow-ups (thread, first comment) a user retries."""
+        self._require_editor(principal, "retry follow-ups")
+        post = await self.get(session, principal, post_id, for_update=True)
+        target = self._target(post, target_id)
+        if target.status != TargetStatus.PUBLISHED:
+            raise Conflict(
+                f"Only a PUBLISHED target's thread or first comment can be retried; this one is {target.status}."
+            )
+        return post, target
+
+    async def _resume_follow_ups(
+        self, session: AsyncSession, principal: Principal, post: Post, target: PostTarget, action: str, **data: Any
+    ) -> Post:
+        await queue.enqueue_follow_ups(session, target_id=target.id, due_at=utcnow())
+        audit_service.record(
+            session,
+            workspace_id=post.workspace_id,
+            action=action,
+            subject_type="target",
+            subject_id=target.id,
+            principal=principal,
+            data={"postId": post.id, **data},
+        )
+        return post
 
     def _require_editor(self, principal: Principal, action: str) -> None:
         principal.require_role(Role.EDITOR, action)
