@@ -34,6 +34,15 @@ async def set_state(engine, target_id: str, state: list[dict], options: dict | N
         await conn.execute(text(sql + " WHERE id = :id"), params)
 
 
+async def follow_up_jobs(engine, target_id: str) -> list:
+    return await fetch(
+        engine,
+        "SELECT execute_after - now() AS wait FROM pgqueuer WHERE entrypoint = 'publishing.first_comment' "
+        "AND payload = :p ORDER BY id",
+        p=json.dumps({"targetId": target_id}).encode(),
+    )
+
+
 async def published_root(tenant, publisher, content: str) -> tuple[dict, str]:
     """A published X post without a thread yet (tests then give it thread parts in a scripted state)."""
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
@@ -67,6 +76,11 @@ async def test_x_thread_is_a_chain_posted_once_then_the_first_comment(tenant, pu
         "attemptCount": 0,
     }
     await publisher.dispatch(post["id"], 1)
+    target_id = post["targets"][0]["id"]
+    # The chain is not posted inside the dispatch batch: a follow-ups job due now takes it.
+    assert [e["state"] for e in await state_of(engine, target_id)] == ["PENDING", "PENDING"]
+    assert [j.wait <= timedelta(0) for j in await follow_up_jobs(engine, target_id)] == [True]
+    await publisher.follow_up(target_id, from_job=True)
     target = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
     assert target["status"] == "PUBLISHED" and target["threadError"] is None
     root = target["externalPostId"]
@@ -95,6 +109,7 @@ async def test_bluesky_thread_replies_carry_root_and_parent(make_tenant, publish
         tenant, f"root {tenant.workspace_id}", platforms=[{"accountId": account["id"], "platformOptions": options}]
     )
     await publisher.dispatch(post["id"], 1)
+    await publisher.follow_up(post["targets"][0]["id"], from_job=True)
     target = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
     assert [p["status"] for p in target["thread"]] == ["DONE", "DONE"], target
     root, second, third = target["externalPostId"], *(p["externalPostId"] for p in target["thread"])
@@ -127,7 +142,7 @@ async def test_thread_shape_and_rules_are_checked(make_tenant, engine):
         response = await create(options, scheduled=False)
         assert response.status_code == 400, (options, response.text)
         assert message in json.dumps(response.json()["details"]), (options, response.json())
-    assert response.json()["details"][0]["field"] == "mediaIds"
+    assert response.json()["details"][0]["field"] == "platforms[0].platformOptions.thread"
     bad_shape = await create({"thread": [{"text": "ok"}, 3]}, scheduled=False)
     assert bad_shape.json()["details"][0]["field"] == "platforms[0].platformOptions.thread"
     # Platform rules run when scheduling, part by part; a draft may hold a part that is too long.
@@ -203,12 +218,7 @@ async def test_rate_limited_part_waits_and_is_retried_by_a_job(tenant, publisher
     await publisher.follow_up(target_id)
     state = await state_of(engine, target_id)
     assert state[0]["state"] == "PENDING" and state[0]["notBefore"] and state[0]["attempts"] == 1
-    jobs = await fetch(
-        engine,
-        "SELECT execute_after FROM pgqueuer WHERE entrypoint = 'publishing.first_comment' AND payload = :p",
-        p=json.dumps({"targetId": target_id}).encode(),
-    )
-    assert jobs, "a follow-up job is queued for when the limit resets"
+    assert await follow_up_jobs(engine, target_id), "a follow-up job is queued for when the limit resets"
     await publisher.follow_up(target_id, from_job=True)  # too early: nothing is sent
     assert (await state_of(engine, target_id))[0]["state"] == "PENDING"
     state[0]["notBefore"] = "2020-01-01T00:00:00+00:00"
@@ -260,12 +270,7 @@ async def test_stranded_part_is_looked_up_never_resent(tenant, publisher, fake_x
     await publisher.follow_up(target_id, from_job=True)
     assert (await state_of(engine, target_id))[0]["state"] == "SENDING"
     assert len(fake_x.fake.posts()) == before
-    checks = await fetch(
-        engine,
-        "SELECT execute_after - now() AS wait FROM pgqueuer WHERE entrypoint = 'publishing.first_comment' "
-        "AND payload = :p",
-        p=json.dumps({"targetId": target_id}).encode(),
-    )
+    checks = await follow_up_jobs(engine, target_id)
     assert any(timedelta(seconds=1) < c.wait <= timedelta(seconds=3) for c in checks), checks
 
 
@@ -342,3 +347,75 @@ async def test_a_slow_part_keeps_its_claim(tenant, settings, engine, app, fake_x
     assert state[0]["state"] == "DONE" and state[0]["attempts"] == 1
     assert len([p for p in fake_x.fake.posts() if p.text == slow]) == 1
     assert lookups() == before  # nobody took the part over while it was being sent
+
+
+async def age(engine, target_id: str, seconds: int = 600) -> None:
+    """Make the target look untouched for a while (its job or worker died)."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE post_targets SET updated_at = now() - make_interval(secs => :s) WHERE id = :id"),
+            {"s": seconds, "id": target_id},
+        )
+
+
+async def test_the_sweep_resumes_a_thread_and_comment_whose_job_died(tenant, publisher, fake_x, engine):
+    _, target_id = await published_root(tenant, publisher, f"orphaned {tenant.workspace_id}")
+    orphan = f"orphaned part {tenant.workspace_id}"
+    await set_state(engine, target_id, [{"state": "PENDING", "attempts": 0}], thread_of(orphan))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE post_targets SET first_comment = 'late', first_comment_state = 'PENDING' WHERE id = :id"),
+            {"id": target_id},
+        )
+    await publisher.sweep_follow_ups()  # touched just now: its job may still be running
+    assert (await state_of(engine, target_id))[0]["state"] == "PENDING"
+    await age(engine, target_id)
+    await publisher.sweep_follow_ups()
+    state = await state_of(engine, target_id)
+    assert state[0]["state"] == "DONE"
+    [part] = [p for p in fake_x.fake.posts() if p.text == orphan]
+    root = (await fetch(engine, "SELECT external_post_id FROM post_targets WHERE id = :id", id=target_id))[0][0]
+    assert [p.text for p in fake_x.fake.posts() if p.reply_to == root] == [orphan, "late"]
+    assert part.reply_to == root
+    await age(engine, target_id)
+    await publisher.sweep_follow_ups()  # nothing left open: nothing more is sent
+    assert len([p for p in fake_x.fake.posts() if p.reply_to == root]) == 2
+
+
+async def test_a_confirmed_part_is_recorded_even_after_a_takeover(tenant, publisher, fake_x, engine, monkeypatch):
+    _, target_id = await published_root(tenant, publisher, f"takeover {tenant.workspace_id}")
+    part = f"confirmed late {tenant.workspace_id}"
+    await set_state(engine, target_id, [{"state": "PENDING", "attempts": 0}], thread_of(part))
+    deliver = publisher.follow_ups._deliver
+
+    async def slow_deliver(send):
+        entry = await deliver(send)
+        # Meanwhile another worker took the part over and its lookup missed the post.
+        taken = [{"state": "FAILED", "attempts": 1, "lastAttemptAt": "2030-01-01T00:00:00+00:00", "error": "x"}]
+        await set_state(engine, target_id, taken)
+        return entry
+
+    monkeypatch.setattr(publisher.follow_ups, "_deliver", slow_deliver)
+    await publisher.follow_up(target_id)
+    state = await state_of(engine, target_id)
+    [sent] = [p for p in fake_x.fake.posts() if p.text == part]
+    assert state[0]["state"] == "DONE" and state[0]["externalPostId"] == sent.id
+
+
+async def test_thread_media_is_protected_and_checked_before_the_root(tenant, publisher, fake_x, engine):
+    uploaded = await upload(tenant, png())
+    media_id = (await tenant.post(f"/media/{uploaded['presign']['id']}/complete")).json()["id"]
+    content = f"media in thread {tenant.workspace_id}"
+    options = {"platform": "X", "thread": [{"text": "with picture", "mediaIds": [media_id]}]}
+    post = await due_post(
+        tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"], "platformOptions": options}]
+    )
+    refused = await tenant.delete(f"/media/{media_id}")
+    assert refused.status_code == 409, refused.text
+    async with engine.begin() as conn:  # gone anyway (e.g. deleted straight from storage by an operator)
+        await conn.execute(text("UPDATE media_assets SET deleted_at = now() WHERE id = :id"), {"id": media_id})
+    await publisher.dispatch(post["id"], 1)
+    target = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
+    assert target["status"] == "FAILED" and target["errorCode"] == "VALIDATION_FAILED"
+    assert media_id in target["errorMessage"]
+    assert not [p for p in fake_x.fake.posts() if p.text == content]

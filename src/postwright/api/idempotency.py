@@ -195,9 +195,11 @@ class IdempotencyMiddleware:
                     )
                 )
             else:
-                await session.execute(
-                    delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
-                )
+                owned = (IdempotencyRecord.id == record_id, IdempotencyRecord.owner == owner)
+                # A failed answer frees the key for a retry, unless the request's change committed anyway
+                # (e.g. the connection dropped after COMMIT): then the key stays taken.
+                await session.execute(delete(IdempotencyRecord).where(*owned, IdempotencyRecord.committed_at.is_(None)))
+                await session.execute(update(IdempotencyRecord).where(*owned).values(locked_until=None))
 
 
 async def mark_committed(session: AsyncSession, state: dict[str, Any]) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, any_, exists, func, literal, or_, select
+from sqlalchemy import Select, and_, any_, cast, exists, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from postwright.db.models import MediaAsset, Post, PostMedia, PostTarget, PublishAttempt, SocialAccount
+
+# Every media id a target's thread parts use (platformOptions.thread[*].mediaIds[*]), as a JSON path.
+THREAD_MEDIA_PATH = "$.thread[*].mediaIds[*]"
 
 
 class PostsRepository:
@@ -111,19 +115,41 @@ class PostsRepository:
             .where(Post.id != post_id, Post.deleted_at.is_(None), PostTarget.media_ids.overlap(list(media_ids)))
         )
         used.update(m for m in per_target if m in media_ids)
+        in_threads = await self.session.scalars(
+            select(
+                func.jsonb_path_query(
+                    PostTarget.platform_options, cast(literal(THREAD_MEDIA_PATH), JSONPATH), type_=JSONB
+                )
+            )
+            .join(Post, Post.id == PostTarget.post_id)
+            .where(Post.id != post_id, Post.deleted_at.is_(None), PostTarget.platform_options.has_key("thread"))
+        )
+        used.update(m for m in in_threads if m in media_ids)
         return used
 
     async def targets_using_media(self, media_id: str, statuses: Sequence[str]) -> int:
+        """Live targets in `statuses` that will still send this media, plus published threads not yet done."""
+        in_thread = PostTarget.platform_options.contains({"thread": [{"mediaIds": [media_id]}]})
+        thread_unfinished = or_(
+            PostTarget.thread_state.contains([{"state": "PENDING"}]),
+            PostTarget.thread_state.contains([{"state": "SENDING"}]),
+        )
         count = await self.session.scalar(
             select(func.count())
             .select_from(PostTarget)
             .join(Post, Post.id == PostTarget.post_id)
             .where(
-                PostTarget.status.in_(statuses),
                 Post.deleted_at.is_(None),
                 or_(
-                    literal(media_id) == any_(PostTarget.media_ids),
-                    exists().where(PostMedia.post_id == Post.id, PostMedia.media_asset_id == media_id),
+                    and_(
+                        PostTarget.status.in_(statuses),
+                        or_(
+                            literal(media_id) == any_(PostTarget.media_ids),
+                            exists().where(PostMedia.post_id == Post.id, PostMedia.media_asset_id == media_id),
+                            in_thread,
+                        ),
+                    ),
+                    and_(PostTarget.status == "PUBLISHED", in_thread, thread_unfinished),
                 ),
             )
         )

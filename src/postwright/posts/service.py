@@ -27,7 +27,7 @@ from postwright.posts.status import DELETABLE, EDITABLE, PostStatus, TargetStatu
 from postwright.posts.timing import due_time, parse_instant, parse_timezone
 from postwright.publishing import queue
 from postwright.publishing.rules import content_of, facts_of, validate_content
-from postwright.publishing.status import apply_derived_status
+from postwright.publishing.status import apply_derived_status, lock_target
 from postwright.publishing.threads import parse_thread, thread_media_ids
 from postwright.workspaces.auth import Principal, Role, Scope
 
@@ -348,7 +348,7 @@ class PostsService:
         entry = state[failed]
         last = datetime.fromisoformat(entry["lastAttemptAt"]) if entry.get("lastAttemptAt") else None
         _cool_down(last, cooldown_seconds, f"Thread part {failed + 1} was tried {entry.get('attempts', 0)} time(s)")
-        entry.update(state="PENDING", error=None)
+        entry.update(state="PENDING", error=None, auto=0)
         entry.pop("notBefore", None)
         target.thread_state = state
         return await self._resume_follow_ups(session, principal, post, target, "target.thread_retry", part=failed + 1)
@@ -386,7 +386,9 @@ class PostsService:
         """The locked post and its PUBLISHED target whose follow-ups (thread, first comment) a user retries."""
         self._require_editor(principal, "retry follow-ups")
         post = await self.get(session, principal, post_id, for_update=True)
-        target = self._target(post, target_id)
+        # Lock order: the post, then the target (the worker writes follow-up state under the target's lock).
+        target = await lock_target(session, self._target(post, target_id).id)
+        assert target is not None
         if target.status != TargetStatus.PUBLISHED:
             raise Conflict(
                 f"Only a PUBLISHED target's thread or first comment can be retried; this one is {target.status}."
@@ -462,23 +464,25 @@ class PostsService:
                 _, thread_problems = parse_thread(account.platform, target.platform_options)
                 path = f"{target.field_path}.platformOptions.thread"
                 problems += [{"field": path, "message": message} for message in thread_problems]
-        all_media = list(
-            dict.fromkeys(
-                data.media_ids
-                + [m for t in data.targets for m in t.media_ids]
-                + [m for t in data.targets for m in thread_media_ids(t.platform_options)]
-            )
-        )
-        media = await repository.media(principal.workspace_id, all_media)
-        for media_id in all_media:
+        # Each media id with the field that names it first, so a problem points at where it was given.
+        fields = {m: "mediaIds" for m in data.media_ids}
+        thread_media = {m for t in data.targets for m in thread_media_ids(t.platform_options)}
+        for target in data.targets:
+            for m in target.media_ids:
+                fields.setdefault(m, f"{target.field_path}.mediaIds")
+            for m in thread_media_ids(target.platform_options):
+                fields.setdefault(m, f"{target.field_path}.platformOptions.thread")
+        media = await repository.media(principal.workspace_id, list(fields))
+        for media_id, field in fields.items():
             asset = media.get(media_id)
             if asset is None:
-                problems.append({"field": "mediaIds", "message": f"no media {media_id} in this workspace"})
+                problems.append({"field": field, "message": f"no media {media_id} in this workspace"})
             elif asset.status != "READY":
-                problems.append({"field": "mediaIds", "message": f"media {media_id} is {asset.status}, not READY"})
+                problems.append({"field": field, "message": f"media {media_id} is {asset.status}, not READY"})
         for media_id in data.media_alt_text:
-            if media_id not in data.media_ids:
-                problems.append({"field": f"mediaAltText.{media_id}", "message": "not one of mediaIds"})
+            if media_id not in data.media_ids and media_id not in thread_media:
+                message = "not one of the post's or thread's mediaIds"
+                problems.append({"field": f"mediaAltText.{media_id}", "message": message})
         if problems:
             raise ValidationFailed("The post is not valid: " + problems[0]["message"] + ".", details=problems)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.config import Settings
@@ -58,6 +58,13 @@ EARLY_FIRE_TOLERANCE = 5.0
 # The sweep is a safety net for targets no job will pick up; during a burst the queue is merely behind,
 # and sweeping those posts too would only add lock traffic.
 SWEEP_GRACE = timedelta(seconds=30)
+# Published targets with a thread part or first comment still to post; the same text as the partial
+# index ix_post_targets_follow_ups (migration 0002), so the sweep's query can use it.
+FOLLOW_UPS_OPEN = text(
+    "post_targets.status = 'PUBLISHED' AND (post_targets.first_comment_state IN ('PENDING', 'SENDING') "
+    """OR post_targets.thread_state @> '[{"state": "PENDING"}]' """
+    """OR post_targets.thread_state @> '[{"state": "SENDING"}]')"""
+)
 
 
 # ---- outcomes --------------------------------------------------------------------------------------
@@ -240,6 +247,20 @@ class PublishEngine:
             await self._resolve_and_finish([job])
         return handled
 
+    async def sweep_follow_ups(self, *, limit: int = 50) -> int:
+        """Resume thread parts and first comments nobody has touched for a lease (their job or worker died)."""
+        async with self.sessionmaker() as session:
+            target_ids = list(
+                await session.scalars(
+                    select(PostTarget.id)
+                    .where(FOLLOW_UPS_OPEN, PostTarget.updated_at < utcnow() - self.lease)
+                    .order_by(PostTarget.updated_at)
+                    .limit(limit)
+                )
+            )
+        await self._follow_up_all(target_ids, parallel=SWEEP_PARALLELISM)
+        return len(target_ids)
+
     async def follow_up(self, target_id: str, *, from_job: bool = False) -> None:
         """Post what follows a published target: thread parts, then the first comment (see followups.py)."""
         await self.follow_ups.run(target_id, from_job=from_job)
@@ -332,7 +353,11 @@ class PublishEngine:
                     first_comment=target.first_comment,
                     platform_options=target.platform_options or {},
                     media=[assets[m] for m in ids if m in assets],
-                    thread_media={m: assets[m] for m in thread_media_ids(target.platform_options) if m in assets},
+                    thread_media={
+                        m: assets[m]
+                        for m in thread_media_ids(target.platform_options)
+                        if m in assets and assets[m].deleted_at is None and assets[m].status == "READY"
+                    },
                     alt_texts={link.media_asset_id: link.alt_text for link in post_links},
                     material=target.idempotency_material,
                     due_at=target.next_attempt_at or target.scheduled_for,
@@ -349,9 +374,18 @@ class PublishEngine:
             await asyncio.gather(*(self._send(job) for job in sent))
         await self._follow_up_all(await self._finish(jobs))
 
-    async def _follow_up_all(self, target_ids: list[str]) -> None:
-        # Each target's follow-ups are a chain; different targets' chains go side by side.
-        await asyncio.gather(*(self.follow_up(t) for t in target_ids))
+    async def _follow_up_all(self, target_ids: list[str], *, parallel: int | None = None) -> None:
+        # Side by side; a failure stays with its target (the follow-up sweep picks it up again).
+        gate = asyncio.Semaphore(parallel or max(1, len(target_ids)))
+
+        async def one(target_id: str) -> None:
+            async with gate:
+                await self.follow_up(target_id)
+
+        results = await asyncio.gather(*(one(t) for t in target_ids), return_exceptions=True)
+        for target_id, result in zip(target_ids, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("publishing.follow_up_failed", target_id=target_id, error_type=type(result).__name__)
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, target_ids: list[str]) -> AsyncIterator[None]:
@@ -403,6 +437,10 @@ class PublishEngine:
         adapter = self.adapter_for(job.platform)
         if adapter is None:
             job.outcome = Failed("PLATFORM_ERROR", f"Publishing to {job.platform} is not supported yet.")
+            return job
+        if gone := [m for m in thread_media_ids(job.platform_options) if m not in job.thread_media]:
+            # Checked before the root goes out: a thread that cannot be finished is not started.
+            job.outcome = Failed("VALIDATION_FAILED", f"Thread media {', '.join(gone)} is no longer available.")
             return job
         assets = [*job.media, *job.thread_media.values()]
         content = content_of(
@@ -525,12 +563,16 @@ class PublishEngine:
     # ---- record ---------------------------------------------------------------------------------------
 
     async def _finish(self, jobs: list[Job]) -> list[str]:
-        """Record every outcome in one transaction; returns the targets with follow-ups now due."""
+        """Record every outcome in one transaction; returns the targets whose first comment is due now.
+
+        Threads go to a follow-ups job due at once (a chain of up to 25 posts must not hold up the batch);
+        a lone first comment is posted inline, with a queued job as the backstop.
+        """
         done = [j for j in jobs if j.outcome is not None]
         if not done:
             return []
         now = utcnow()
-        follow: list[str] = []
+        follow: dict[str, bool] = {}  # target id -> has a thread
         async with unit_of_work(self.sessionmaker) as session:
             posts = {p.id: p for p in await lock_posts(session, [j.post_id for j in done])}
             targets = {
@@ -561,8 +603,8 @@ class PublishEngine:
                 attempt_updates.append(attempt)
                 if due is not None:
                     retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
-                if target.status == "PUBLISHED" and self._start_follow_ups(target):
-                    follow.append(target.id)
+                if target.status == "PUBLISHED" and (kind := self._start_follow_ups(target)) is not None:
+                    follow[target.id] = kind == "thread"
             if attempt_updates:
                 await session.execute(update(PublishAttempt), attempt_updates)  # bulk, by primary key
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
@@ -580,24 +622,28 @@ class PublishEngine:
             )
             for pid, job_id in zip(retrying, job_ids, strict=True):
                 posts[pid].workflow_id = queue.workflow_id_for(job_id)
-            # Follow-ups are posted right after this commit; the queued job is the backstop if this
-            # worker dies first (late enough that a part or comment still SENDING counts as stranded).
+            # A lone comment is posted right after this commit; its job is the backstop if this worker dies
+            # first (late enough that a comment still SENDING counts as stranded).
             await queue.enqueue_many(
-                session, [(queue.FOLLOW_UPS, {"targetId": t}, now + 2 * self.lease) for t in follow]
+                session,
+                [
+                    (queue.FOLLOW_UPS, {"targetId": t}, now if threaded else now + 2 * self.lease)
+                    for t, threaded in follow.items()
+                ],
             )
             await recompute_posts(session, list(posts.values()))
-        return follow
+        return [t for t, threaded in follow.items() if not threaded]
 
-    def _start_follow_ups(self, target: PostTarget) -> bool:
-        """Queue what follows a root that just landed (thread parts, first comment); True if anything."""
-        started = False
-        if target.thread_state is None and (parts := parse_thread(target.platform, target.platform_options)[0]):
-            target.thread_state = new_thread_state(parts)
-            started = True
+    def _start_follow_ups(self, target: PostTarget) -> str | None:
+        """Open what follows a root that just landed: "thread", "comment", or None when nothing does."""
+        kind = None
         if target.first_comment and target.first_comment_state is None:
             target.first_comment_state = "PENDING"
-            started = True
-        return started
+            kind = "comment"
+        if target.thread_state is None and (parts := parse_thread(target.platform, target.platform_options)[0]):
+            target.thread_state = new_thread_state(parts)
+            kind = "thread"
+        return kind
 
     def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
         if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:

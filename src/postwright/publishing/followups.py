@@ -74,7 +74,7 @@ class PartSend:
     target_id: str
     index: int
     stamp: str  # the part's lastAttemptAt as stored: the outcome is recorded only if it is still ours
-    attempts: int
+    auto_attempts: int  # tries since the last manual retry: what the retry policy bounds
     lookup_only: bool
     account: SocialAccount
     adapter: PlatformAdapter
@@ -127,12 +127,18 @@ class FollowUps:
             if target is None or not target.thread_state or len(target.thread_state) <= send.index:
                 return Step.FINISHED
             state = [dict(e) for e in target.thread_state]
-            if state[send.index].get("state") != "SENDING" or state[send.index].get("lastAttemptAt") != send.stamp:
-                return Step.WAITING  # taken over meanwhile: the new owner records
-            state[send.index].update(entry)
+            current = state[send.index]
+            ours = current.get("state") == "SENDING" and current.get("lastAttemptAt") == send.stamp
+            if not ours:
+                # Taken over meanwhile (our heartbeat fell behind). A confirmed post is still the truth, and
+                # dropping it could make the part look absent and invite a manual re-send.
+                if entry["state"] != "DONE" or current.get("state") == "DONE":
+                    return Step.WAITING
+                log.warning("publishing.thread_part_recorded_after_takeover", target_id=target_id, part=send.index + 1)
+            current.update(entry)
             target.thread_state = state
             if entry["state"] == "PENDING":
-                await queue.enqueue_follow_ups(session, target_id=target_id, due_at=_parse(entry["notBefore"]))
+                await queue.enqueue_follow_ups(session, target_id=target_id, due_at=_instant(entry["notBefore"]))
                 return Step.WAITING
         return Step.SENT if entry["state"] == "DONE" else Step.FINISHED
 
@@ -151,14 +157,14 @@ class FollowUps:
             if index is None or index >= len(parts) or state[index].get("state") == "FAILED":
                 return Step.FINISHED
             entry = state[index]
-            started = _parse(entry.get("lastAttemptAt"))
-            alive = _parse(entry.get("aliveAt")) or started
+            started = _instant(entry.get("lastAttemptAt"))
+            alive = _instant(entry.get("aliveAt")) or started
             lookup_only = entry.get("state") == "SENDING"
             if lookup_only and alive is not None and alive > now - self.lease:
                 if from_job:  # check again once that sender's lease would have run out
                     await queue.enqueue_follow_ups(session, target_id=target_id, due_at=alive + self.lease)
                 return Step.WAITING
-            not_before = _parse(entry.get("notBefore"))
+            not_before = _instant(entry.get("notBefore"))
             if not lookup_only and not_before is not None and not_before > now:
                 if from_job:
                     await queue.enqueue_follow_ups(session, target_id=target_id, due_at=not_before)
@@ -166,7 +172,10 @@ class FollowUps:
             account = await session.get(SocialAccount, target.social_account_id)
             adapter = self.adapter_for(target.platform)
             if account is None or account.credentials_encrypted is None or adapter is None:
-                entry.update(state="FAILED", error="The account is no longer connected.")
+                reason = "the account is no longer connected" if adapter else f"{target.platform} has no adapter"
+                # A part found SENDING may exist already: say so, or a retry after reconnecting posts it twice.
+                error = f"It may or may not have been posted; {reason}." if lookup_only else f"{reason.capitalize()}."
+                entry.update(state="FAILED", error=error)
                 target.thread_state = state
                 return Step.FINISHED
             post = await session.get(Post, target.post_id)
@@ -174,10 +183,15 @@ class FollowUps:
             found = {
                 a.id: a
                 for a in await session.scalars(
-                    select(MediaAsset).where(MediaAsset.id.in_(parts[index].media_ids), MediaAsset.status == "READY")
+                    select(MediaAsset).where(
+                        MediaAsset.id.in_(parts[index].media_ids),
+                        MediaAsset.status == "READY",
+                        MediaAsset.deleted_at.is_(None),
+                    )
                 )
             }
-            if missing := [m for m in parts[index].media_ids if m not in found]:
+            missing = [m for m in parts[index].media_ids if m not in found]
+            if missing and not lookup_only:
                 entry.update(state="FAILED", error=f"Media {', '.join(missing)} is no longer available.")
                 target.thread_state = state
                 return Step.FINISHED
@@ -190,26 +204,28 @@ class FollowUps:
                 account_external_id=account.external_id,
                 platform_options=options,
                 reply_to_external_id=parent,
-                # The window a lookup searches: the stopped sender's attempt, or this one.
-                sent_after=started if lookup_only else now,
+                # The window a lookup searches starts at the last real send, not at a takeover.
+                sent_after=(_instant(entry.get("sentAt")) or started) if lookup_only else now,
             )
             entry["material"] = entry.get("material") or adapter.prepare(outbound)
             stamp = now.isoformat()
             entry.update(state="SENDING", lastAttemptAt=stamp, aliveAt=stamp, error=None)
             if not lookup_only:
-                entry["attempts"] = int(entry.get("attempts", 0)) + 1
+                entry.update(attempts=int(entry.get("attempts", 0)) + 1, auto=int(entry.get("auto", 0)) + 1)
+                entry["sentAt"] = stamp
                 entry.pop("notBefore", None)
             target.thread_state = state
             return PartSend(
                 target_id=target_id,
                 index=index,
                 stamp=stamp,
-                attempts=int(entry.get("attempts", 0)),
+                auto_attempts=int(entry.get("auto", 0)),
                 lookup_only=lookup_only,
                 account=account,
                 adapter=adapter,
-                outbound=replace(outbound, idempotency_key=entry["material"]),
-                assets=[(found[m], alt_texts.get(m)) for m in parts[index].media_ids],
+                # Without all its media a same-key resend would post a different part: lookup only then.
+                outbound=replace(outbound, idempotency_key=None if missing else entry["material"]),
+                assets=[(found[m], alt_texts.get(m)) for m in parts[index].media_ids if m in found],
             )
 
     async def _heartbeat(self, send: PartSend) -> None:
@@ -280,7 +296,7 @@ class FollowUps:
     def _retry_or_fail(self, send: PartSend, exc: PlatformError) -> dict[str, Any]:
         """Errors that prove nothing was posted: retried later with backoff while attempts remain."""
         if isinstance(exc, RetryableError):
-            delay = self.policy.next_delay(send.attempts, retry_after=exc.retry_after)
+            delay = self.policy.next_delay(send.auto_attempts, retry_after=exc.retry_after)
             if delay is not None:
                 return {"state": "PENDING", "error": exc.message, "notBefore": (utcnow() + delay).isoformat()}
         return {"state": "FAILED", "error": exc.message}
@@ -356,5 +372,5 @@ def _done(result: PublishResult) -> dict[str, Any]:
     return {"state": "DONE", "externalPostId": result.external_post_id, "externalUrl": result.external_url}
 
 
-def _parse(value: Any) -> datetime | None:
+def _instant(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None

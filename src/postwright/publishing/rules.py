@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from postwright.publishing.threads import parse_thread
+
 PLATFORMS = (
     "INSTAGRAM",
     "FACEBOOK_PAGE",
@@ -73,8 +75,6 @@ def content_of(
     facts: dict[str, MediaFacts],
 ) -> TargetContent:
     """What the rules check for one target: root text and media, and each thread part with its media."""
-    from postwright.publishing.threads import parse_thread
-
     parts, _ = parse_thread(platform, platform_options)
     return TargetContent(
         platform=platform,

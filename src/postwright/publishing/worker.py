@@ -82,6 +82,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
             try:
                 await publisher.reconcile()
                 await publisher.sweep()
+                await publisher.sweep_follow_ups()
                 if loop.time() - last_media_sweep > MEDIA_SWEEP_EVERY.total_seconds():
                     last_media_sweep = loop.time()
                     async with unit_of_work(sessionmaker) as session:
