@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import Post, PostTarget
@@ -34,6 +34,66 @@ async def lock_posts(session: AsyncSession, post_ids: list[str], *, skip_locked:
         .execution_options(populate_existing=True)
     )
     return list(rows)
+
+
+async def lock_post_ids(session: AsyncSession, post_ids: list[str]) -> list[str]:
+    """Lock post rows in id order, loading nothing but their ids (for transactions that only need the lock)."""
+    if not post_ids:
+        return []
+    rows = await session.scalars(
+        select(Post.id).where(Post.id.in_(sorted(set(post_ids)))).order_by(Post.id).with_for_update()
+    )
+    return list(rows)
+
+
+class RowState:
+    """A plain, mutable copy of one table row that remembers what it was loaded as.
+
+    The engine's hot transactions read and change hundreds of rows; ORM instances (identity map, attribute
+    instrumentation, unit-of-work flush) cost more CPU than the work itself. Code reads and assigns
+    attributes just as on a mapped instance, then `write_changes` issues one UPDATE per set of changed
+    columns, by primary key.
+    """
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+        self.__dict__["_loaded"] = values
+
+    def __getattr__(self, name: str) -> Any:  # only reached for unknown names: a typo, not a column
+        raise AttributeError(name)
+
+    def changes(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = self.__dict__["_loaded"]
+        return {k: v for k, v in self.__dict__.items() if k != "_loaded" and loaded.get(k, v) != v}
+
+
+async def lock_rows(
+    session: AsyncSession, table: Table, ids: Iterable[str], *, skip_locked: bool = False
+) -> list[RowState]:
+    """Whole rows by primary key `id`, locked in id order (posts before targets, as everywhere)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    result = await session.execute(
+        select(table).where(table.c.id.in_(wanted)).order_by(table.c.id).with_for_update(skip_locked=skip_locked)
+    )
+    return [RowState(dict(row)) for row in result.mappings()]
+
+
+async def write_changes(session: AsyncSession, table: Table, rows: Iterable[RowState]) -> None:
+    """UPDATE every changed row by its `id` (`updated_at` follows, as on a flush)."""
+    await update_by_id(session, table, [{"id": row.id, **changed} for row in rows if (changed := row.changes())])
+
+
+async def update_by_id(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Each dict names a row's `id` and its new column values; one executemany per set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        values = {k: v for k, v in row.items() if k != "id"}
+        groups.setdefault(tuple(sorted(values)), []).append({"_id": row["id"], **values})
+    for params in groups.values():
+        # The SET clause follows the parameters' keys; `_id` is the only name that is not a column.
+        await session.execute(update(table).where(table.c.id == bindparam("_id")), params)
 
 
 async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | None:
