@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import PostTarget, SocialAccount
-from postwright.publishing.status import RowState
+from postwright.publishing.status import RowState, row_states
 
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
@@ -61,7 +61,7 @@ async def claim_targets_of(
         .returning(*table.c)
     )
     # Plain rows: a burst claims hundreds of targets per transaction, and nothing here needs ORM instances.
-    return [RowState(dict(row)) for row in claimed.mappings()]
+    return row_states(claimed)
 
 
 async def expired_leases(session: AsyncSession, *, now: datetime, limit: int) -> list[PostTarget]:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    DateTime,
+    Integer,
+    Result,
+    String,
+    Table,
+    TextClause,
+    bindparam,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import Post, PostTarget
+from postwright.kit.clock import utcnow
 from postwright.posts.status import PostStatus, derive_post_status
 
 
@@ -77,7 +93,12 @@ async def lock_rows(
     result = await session.execute(
         select(table).where(table.c.id.in_(wanted)).order_by(table.c.id).with_for_update(skip_locked=skip_locked)
     )
-    return [RowState(dict(row)) for row in result.mappings()]
+    return row_states(result)
+
+
+def row_states(result: Result[Any]) -> list[RowState]:
+    keys = list(result.keys())
+    return [RowState(dict(zip(keys, row, strict=True))) for row in result]
 
 
 async def write_changes(session: AsyncSession, table: Table, rows: Iterable[RowState]) -> None:
@@ -86,14 +107,54 @@ async def write_changes(session: AsyncSession, table: Table, rows: Iterable[RowS
 
 
 async def update_by_id(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Each dict names a row's `id` and its new column values; one executemany per set of columns."""
+    """Each dict names a row's `id` and its new column values; one statement per set of columns."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        values = {k: v for k, v in row.items() if k != "id"}
-        groups.setdefault(tuple(sorted(values)), []).append({"_id": row["id"], **values})
-    for params in groups.values():
-        # The SET clause follows the parameters' keys; `_id` is the only name that is not a column.
-        await session.execute(update(table).where(table.c.id == bindparam("_id")), params)
+        if columns := tuple(sorted(k for k in row if k != "id")):
+            groups.setdefault(columns, []).append(row)
+    for columns, group in groups.items():
+        unnest = _unnest_update(table, columns)
+        if unnest is None:
+            # The SET clause follows the parameters' keys; `_id` is the only name that is not a column.
+            params = [{"_id": r["id"], **{c: r[c] for c in columns}} for r in group]
+            await session.execute(update(table).where(table.c.id == bindparam("_id")), params)
+            continue
+        statement, stamps = unnest
+        params = {c: [r[c] for r in group] for c in ("id", *columns)}
+        if stamps:
+            params["_now"] = utcnow()
+        await session.execute(statement, params)
+
+
+# Types asyncpg sends as plain PostgreSQL arrays (not JSON, not arrays of arrays).
+_ARRAYABLE = (String, DateTime, Integer, Boolean)
+
+
+@functools.cache
+def _unnest_update(table: Table, columns: tuple[str, ...]) -> tuple[TextClause, bool] | None:
+    """`UPDATE ... FROM unnest(ids, col1, ...)`: one execution for every row, instead of one per row.
+
+    PostgreSQL plans and runs it once; an executemany runs the UPDATE once per row (and asyncpg encodes
+    each separately). `updated_at` is set as a flush would (`onupdate`), once for the statement.
+    """
+    if not columns or not all(isinstance(table.c[c].type, _ARRAYABLE) for c in columns):
+        return None
+    dialect = postgresql.dialect()
+    names = ("id", *columns)
+    assignments = [f'"{c}" = v."{c}"' for c in columns]
+    stamps = "updated_at" in table.c and "updated_at" not in columns
+    if stamps:
+        assignments.append('"updated_at" = :_now')
+    arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in names)
+    aliases = ", ".join(f'"{c}"' for c in names)
+    sql = (
+        f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
+        f"FROM unnest({arrays}) AS v({aliases}) WHERE t.id = v.id"
+    )
+    binds = [bindparam(c, type_=ARRAY(table.c[c].type)) for c in names]
+    if stamps:
+        binds.append(bindparam("_now", type_=DateTime(timezone=True)))
+    return text(sql).bindparams(*binds), stamps
 
 
 async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | None:
