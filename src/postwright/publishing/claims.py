@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import PostTarget, SocialAccount
-from postwright.publishing.status import RowState, row_states
+from postwright.publishing.status import RowState, any_ids, row_states
 
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
@@ -56,7 +56,7 @@ async def claim_targets_of(
     table = PostTarget.__table__
     claimed = await session.execute(
         update(table)
-        .where(PostTarget.post_id.in_(post_ids), *_due(now))
+        .where(PostTarget.post_id == any_ids(post_ids), *_due(now))
         .values(**_claimed_values(worker_id, now, lease))
         .returning(*table.c)
     )

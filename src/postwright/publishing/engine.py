@@ -52,6 +52,7 @@ from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.rules import TargetContent, facts_of, validate_content
 from postwright.publishing.status import (
     RowState,
+    any_ids,
     lock_post,
     lock_post_ids,
     lock_rows,
@@ -498,12 +499,12 @@ class PublishEngine:
             skipped_ids = [j.attempt_id for j in jobs if j.target_id not in marked]
             if sent_ids:
                 await session.execute(
-                    update(PublishAttempt).where(PublishAttempt.id.in_(sent_ids)).values(status="SENT", sent_at=now)
+                    update(ATTEMPTS).where(ATTEMPTS.c.id == any_ids(sent_ids)).values(status="SENT", sent_at=now)
                 )
             if skipped_ids:
                 await session.execute(
-                    update(PublishAttempt)
-                    .where(PublishAttempt.id.in_(skipped_ids))
+                    update(ATTEMPTS)
+                    .where(ATTEMPTS.c.id == any_ids(skipped_ids))
                     .values(status="ABANDONED", finished_at=now)
                 )
         # Targets not marked were canceled (or taken over) meanwhile: nothing was sent, nothing to record.

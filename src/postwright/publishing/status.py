@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     TextClause,
+    any_,
     bindparam,
     select,
     text,
@@ -38,18 +39,9 @@ async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = 
     )
 
 
-async def lock_posts(session: AsyncSession, post_ids: list[str], *, skip_locked: bool = False) -> list[Post]:
-    """Several post rows, locked in id order (so two batches never wait on each other in a cycle)."""
-    if not post_ids:
-        return []
-    rows = await session.scalars(
-        select(Post)
-        .where(Post.id.in_(sorted(set(post_ids))))
-        .order_by(Post.id)
-        .with_for_update(skip_locked=skip_locked)
-        .execution_options(populate_existing=True)
-    )
-    return list(rows)
+def any_ids(ids: Iterable[str]) -> Any:
+    """`= ANY(array)` instead of `IN (...)`: one SQL text (so one prepared statement) whatever the count."""
+    return any_(bindparam(None, list(ids), type_=ARRAY(String)))
 
 
 async def lock_post_ids(session: AsyncSession, post_ids: list[str]) -> list[str]:
@@ -57,7 +49,7 @@ async def lock_post_ids(session: AsyncSession, post_ids: list[str]) -> list[str]
     if not post_ids:
         return []
     rows = await session.scalars(
-        select(Post.id).where(Post.id.in_(sorted(set(post_ids)))).order_by(Post.id).with_for_update()
+        select(Post.id).where(Post.id == any_ids(sorted(set(post_ids)))).order_by(Post.id).with_for_update()
     )
     return list(rows)
 
@@ -91,7 +83,7 @@ async def lock_rows(
     if not wanted:
         return []
     result = await session.execute(
-        select(table).where(table.c.id.in_(wanted)).order_by(table.c.id).with_for_update(skip_locked=skip_locked)
+        select(table).where(table.c.id == any_ids(wanted)).order_by(table.c.id).with_for_update(skip_locked=skip_locked)
     )
     return row_states(result)
 
@@ -176,7 +168,7 @@ async def recompute_posts(session: AsyncSession, posts: list[Post]) -> None:
     rows = (
         await session.execute(
             select(PostTarget.post_id, PostTarget.status, PostTarget.published_at).where(
-                PostTarget.post_id.in_([p.id for p in posts])
+                PostTarget.post_id == any_ids([p.id for p in posts])
             )
         )
     ).all()
