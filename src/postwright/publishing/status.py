@@ -10,6 +10,7 @@ from sqlalchemy import (
     ARRAY,
     Boolean,
     DateTime,
+    Enum,
     Integer,
     Result,
     String,
@@ -70,6 +71,12 @@ class RowState:
     def __getattr__(self, name: str) -> Any:  # only reached for unknown names: a typo, not a column
         raise AttributeError(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A mapped instance would silently keep an unknown attribute unsaved; here it is a bug, said loudly.
+        if name not in self.__dict__["_loaded"]:
+            raise AttributeError(f"{name!r} is not a loaded column")
+        self.__dict__[name] = value
+
     def changes(self) -> dict[str, Any]:
         loaded: dict[str, Any] = self.__dict__["_loaded"]
         return {k: v for k, v in self.__dict__.items() if k != "_loaded" and loaded.get(k, v) != v}
@@ -127,14 +134,15 @@ def _unnest_update(table: Table, columns: tuple[str, ...]) -> tuple[TextClause, 
     """`UPDATE ... FROM unnest(ids, col1, ...)`: one execution for every row, instead of one per row.
 
     PostgreSQL plans and runs it once; an executemany runs the UPDATE once per row (and asyncpg encodes
-    each separately). `updated_at` is set as a flush would (`onupdate`), once for the statement.
+    each separately). An `updated_at` with an `onupdate` is set as a flush would, once for the statement.
     """
-    if not columns or not all(isinstance(table.c[c].type, _ARRAYABLE) for c in columns):
+    types = [table.c[c].type for c in columns]
+    if not columns or not all(isinstance(t, _ARRAYABLE) and not isinstance(t, Enum) for t in types):
         return None
     dialect = postgresql.dialect()
     names = ("id", *columns)
     assignments = [f'"{c}" = v."{c}"' for c in columns]
-    stamps = "updated_at" in table.c and "updated_at" not in columns
+    stamps = "updated_at" in table.c and table.c.updated_at.onupdate is not None and "updated_at" not in columns
     if stamps:
         assignments.append('"updated_at" = :_now')
     arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in names)
