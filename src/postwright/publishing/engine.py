@@ -591,7 +591,6 @@ class PublishEngine:
                 if target.status == "PUBLISHED" and target.first_comment and target.first_comment_state is None:
                     target.first_comment_state = "PENDING"
                     comments.append(target.id)
-            await write_changes(session, TARGETS, targets.values())
             await update_by_id(session, ATTEMPTS, attempt_updates)
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
             for account_id in sorted(account_changes):
@@ -613,6 +612,9 @@ class PublishEngine:
             await queue.enqueue_many(
                 session, [(queue.FIRST_COMMENT, {"targetId": t}, now + 2 * self.lease) for t in comments]
             )
+            # Plain rows: changes are written here (where the ORM flush used to happen), targets first since
+            # the post's status is derived from the stored target rows. Change targets before this point.
+            await write_changes(session, TARGETS, targets.values())
             await recompute_posts(session, list(posts.values()))
             await write_changes(session, POSTS, posts.values())
         return comments
