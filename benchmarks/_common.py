@@ -221,6 +221,7 @@ def start_fake(processes: Processes, platform: str, env: dict[str, str], *, name
         "--log-level",
         "warning",
         "--no-access-log",
+        "--no-proxy-headers",  # loopback only; uvicorn's proxy middleware is per-request CPU for nothing
         "--lifespan",
         "off",
         "--timeout-graceful-shutdown",

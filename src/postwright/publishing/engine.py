@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ARRAY, DateTime, String, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.config import Settings
@@ -49,7 +49,18 @@ from postwright.publishing.platforms.base import (
 from postwright.publishing.platforms.registry import build_adapter, platform_key_for
 from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.rules import content_of, facts_of, validate_content
-from postwright.publishing.status import lock_post, lock_posts, lock_target, recompute_post, recompute_posts
+from postwright.publishing.status import (
+    RowState,
+    any_ids,
+    lock_post,
+    lock_post_ids,
+    lock_rows,
+    lock_target,
+    recompute_post,
+    recompute_posts,
+    update_by_id,
+    write_changes,
+)
 from postwright.publishing.threads import new_thread_state, parse_thread, thread_media_ids
 
 log = structlog.get_logger("postwright.publishing")
@@ -64,6 +75,28 @@ FOLLOW_UPS_OPEN = text(
     "post_targets.status = 'PUBLISHED' AND (post_targets.first_comment_state IN ('PENDING', 'SENDING') "
     """OR post_targets.thread_state @> '[{"state": "PENDING"}]' """
     """OR post_targets.thread_state @> '[{"state": "SENDING"}]')"""
+)
+
+POSTS: Table = Post.__table__  # type: ignore[assignment]
+TARGETS: Table = PostTarget.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = PublishAttempt.__table__  # type: ignore[assignment]
+# The hot transactions work on plain row copies; `_take_over` (rare) still uses mapped instances.
+PostRecord = Post | RowState
+TargetRecord = PostTarget | RowState
+# One statement whatever the batch size (so one prepared statement): each target with its material.
+_MARK_SENT = text(
+    """
+    UPDATE post_targets AS t
+       SET sent_at = :now, idempotency_material = v.material, lease_expires_at = :lease_until, updated_at = :now
+      FROM unnest(CAST(:ids AS text[]), CAST(:materials AS text[])) AS v(id, material)
+     WHERE t.id = v.id AND t.status = 'PUBLISHING' AND t.lease_owner = :worker AND t.lease_expires_at > :now
+    RETURNING t.id
+    """
+).bindparams(
+    bindparam("ids", type_=ARRAY(String)),
+    bindparam("materials", type_=ARRAY(String)),
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("lease_until", type_=DateTime(timezone=True)),
 )
 
 
@@ -275,7 +308,7 @@ class PublishEngine:
             sweeping = all(g is None for g in wanted.values())
             posts = {
                 p.id: p
-                for p in await lock_posts(session, list(wanted), skip_locked=sweeping)
+                for p in await lock_rows(session, POSTS, wanted, skip_locked=sweeping)
                 if p.deleted_at is None
                 and p.canceled_at is None
                 and not p.awaiting_approval
@@ -287,14 +320,16 @@ class PublishEngine:
             if not claimed:
                 return []
             jobs = await self._jobs(session, posts, claimed, now, open_attempts=True)
-            await recompute_posts(session, [posts[pid] for pid in {t.post_id for t in claimed}])
+            touched = [posts[pid] for pid in {t.post_id for t in claimed}]
+            await recompute_posts(session, touched)
+            await write_changes(session, POSTS, touched)
         return jobs
 
     async def _jobs(
         self,
         session: AsyncSession,
-        posts: dict[str, Post],
-        targets: list[PostTarget],
+        posts: dict[str, PostRecord],
+        targets: list[TargetRecord],
         now: datetime,
         *,
         open_attempts: bool,
@@ -324,29 +359,30 @@ class PublishEngine:
         for link in links:
             links_of.setdefault(link.post_id, []).append(link)
         jobs = []
+        attempts: list[dict[str, Any]] = []
         for target in targets:
             post = posts[target.post_id]
             post_links = links_of.get(post.id, [])
-            attempt = PublishAttempt(
-                id=new_id("att"),
-                post_id=post.id,
-                target_id=target.id,
-                social_account_id=target.social_account_id,
-                platform=target.platform,
-                attempt_number=target.attempt_count,
-                kind="PUBLISH",
-                status="STARTED",
-                started_at=now,
-                worker_id=self.worker_id,
-            )
+            attempt = {
+                "id": new_id("att"),
+                "post_id": post.id,
+                "target_id": target.id,
+                "social_account_id": target.social_account_id,
+                "platform": target.platform,
+                "attempt_number": target.attempt_count,
+                "kind": "PUBLISH",
+                "status": "STARTED",
+                "started_at": now,
+                "worker_id": self.worker_id,
+            }
             if open_attempts:
-                session.add(attempt)
+                attempts.append(attempt)
             ids = target.media_ids or [link.media_asset_id for link in post_links]
             jobs.append(
                 Job(
                     target_id=target.id,
                     post_id=post.id,
-                    attempt_id=attempt.id,
+                    attempt_id=attempt["id"],
                     platform=target.platform,
                     account=accounts[target.social_account_id],
                     text=target.caption_override if target.caption_override is not None else (post.caption or ""),
@@ -363,6 +399,8 @@ class PublishEngine:
                     due_at=target.next_attempt_at or target.scheduled_for,
                 )
             )
+        if attempts:
+            await session.execute(insert(PublishAttempt.__table__), attempts)  # one multi-row INSERT
         return jobs
 
     # ---- publish --------------------------------------------------------------------------------------
@@ -478,35 +516,33 @@ class PublishEngine:
             return []
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
-            await lock_posts(session, [j.post_id for j in jobs])  # lock order: posts, then targets (as cancel)
+            await lock_post_ids(session, [j.post_id for j in jobs])  # lock order: posts, then targets (as cancel)
             for job in jobs:
                 job.sent_after = now
                 if job.due_at is not None:
                     PUBLISH_LAG.observe(max(0.0, (now - job.due_at).total_seconds()))
             marked = set(
                 await session.scalars(
-                    update(PostTarget)
-                    .where(
-                        PostTarget.id.in_([j.target_id for j in jobs]),
-                        PostTarget.status == "PUBLISHING",
-                        PostTarget.lease_owner == self.worker_id,
-                        PostTarget.lease_expires_at > now,
-                    )
-                    .values(sent_at=now, idempotency_material=_material_case(jobs), lease_expires_at=now + self.lease)
-                    .returning(PostTarget.id)
-                    .execution_options(synchronize_session=False)
+                    _MARK_SENT,
+                    {
+                        "ids": [j.target_id for j in jobs],
+                        "materials": [j.material for j in jobs],
+                        "worker": self.worker_id,
+                        "now": now,
+                        "lease_until": now + self.lease,
+                    },
                 )
             )
             sent_ids = [j.attempt_id for j in jobs if j.target_id in marked]
             skipped_ids = [j.attempt_id for j in jobs if j.target_id not in marked]
             if sent_ids:
                 await session.execute(
-                    update(PublishAttempt).where(PublishAttempt.id.in_(sent_ids)).values(status="SENT", sent_at=now)
+                    update(ATTEMPTS).where(ATTEMPTS.c.id == any_ids(sent_ids)).values(status="SENT", sent_at=now)
                 )
             if skipped_ids:
                 await session.execute(
-                    update(PublishAttempt)
-                    .where(PublishAttempt.id.in_(skipped_ids))
+                    update(ATTEMPTS)
+                    .where(ATTEMPTS.c.id == any_ids(skipped_ids))
                     .values(status="ABANDONED", finished_at=now)
                 )
         # Targets not marked were canceled (or taken over) meanwhile: nothing was sent, nothing to record.
@@ -574,17 +610,8 @@ class PublishEngine:
         now = utcnow()
         follow: dict[str, bool] = {}  # target id -> has a thread
         async with unit_of_work(self.sessionmaker) as session:
-            posts = {p.id: p for p in await lock_posts(session, [j.post_id for j in done])}
-            targets = {
-                t.id: t
-                for t in await session.scalars(
-                    select(PostTarget)
-                    .where(PostTarget.id.in_([j.target_id for j in done]))
-                    .order_by(PostTarget.id)
-                    .with_for_update()
-                    .execution_options(populate_existing=True)
-                )
-            }
+            posts = {p.id: p for p in await lock_rows(session, POSTS, [j.post_id for j in done])}
+            targets = {t.id: t for t in await lock_rows(session, TARGETS, [j.target_id for j in done])}
             attempt_updates: list[dict[str, Any]] = []
             retry_at: dict[str, datetime] = {}
             account_changes: dict[str, dict[str, Any]] = {}
@@ -605,8 +632,7 @@ class PublishEngine:
                     retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
                 if target.status == "PUBLISHED" and (kind := self._start_follow_ups(target)) is not None:
                     follow[target.id] = kind == "thread"
-            if attempt_updates:
-                await session.execute(update(PublishAttempt), attempt_updates)  # bulk, by primary key
+            await update_by_id(session, ATTEMPTS, attempt_updates)
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
             for account_id in sorted(account_changes):
                 await session.execute(
@@ -631,10 +657,14 @@ class PublishEngine:
                     for t, threaded in follow.items()
                 ],
             )
+            # Plain rows: changes are written here (where the ORM flush used to happen), targets first since
+            # the post's status is derived from the stored target rows. Change targets before this point.
+            await write_changes(session, TARGETS, targets.values())
             await recompute_posts(session, list(posts.values()))
+            await write_changes(session, POSTS, posts.values())
         return [t for t, threaded in follow.items() if not threaded]
 
-    def _start_follow_ups(self, target: PostTarget) -> str | None:
+    def _start_follow_ups(self, target: TargetRecord) -> str | None:
         """Open what follows a root that just landed: "thread", "comment", or None when nothing does."""
         kind = None
         if target.first_comment and target.first_comment_state is None:
@@ -645,7 +675,7 @@ class PublishEngine:
             kind = "thread"
         return kind
 
-    def _may_record(self, target: PostTarget, outcome: Outcome | None) -> bool:
+    def _may_record(self, target: TargetRecord, outcome: Outcome | None) -> bool:
         if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:
             return True
         # Another worker took over after our lease ran out; a confirmed publish is still the truth.
@@ -653,7 +683,7 @@ class PublishEngine:
 
     def _apply(
         self,
-        target: PostTarget,
+        target: TargetRecord,
         attempt: dict[str, Any],
         job: Job,
         now: datetime,
@@ -756,9 +786,3 @@ class PublishEngine:
                     "OUTCOME_UNKNOWN", f"The worker stopped after sending; lookup impossible: {reason}"
                 )
         await self._follow_up_all(await self._finish(jobs))
-
-
-def _material_case(jobs: list[Job]) -> Any:
-    from sqlalchemy import case
-
-    return case({j.target_id: j.material for j in jobs}, value=PostTarget.id, else_=PostTarget.idempotency_material)

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -32,6 +33,34 @@ from postwright.publishing.queue import DISPATCH_POST, FOLLOW_UPS
 
 log = structlog.get_logger("postwright.worker")
 MEDIA_SWEEP_EVERY = timedelta(minutes=10)
+CAPACITY_RECHECK_S = 0.25
+
+
+class _QueueManager(QueueManager):
+    """pgqueuer's manager, without its busy polling while every job slot of this worker is taken.
+
+    Between batches pgqueuer re-polls every `min_dequeue_poll_interval` as long as eligible work is
+    queued, even when it may not take any: during a burst that is a dequeue plus a count over the whole
+    queue every few milliseconds per worker, for nothing. While all `capacity` slots are busy we wait
+    for one to free instead (bounded, so a missed wake-up costs a poll, never a stall). Overrides two
+    internal hooks of pgqueuer; should they go away, pgqueuer merely polls as before.
+    """
+
+    def __init__(self, queries: Queries, *, capacity: int) -> None:
+        super().__init__(queries)
+        self.capacity = capacity
+        self._slot_freed = asyncio.Event()
+
+    def forget_job(self, *args: Any, **kwargs: Any) -> None:
+        super().forget_job(*args, **kwargs)
+        self._slot_freed.set()
+
+    async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
+        while len(self.job_context) >= self.capacity and not self.shutdown.is_set():
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=CAPACITY_RECHECK_S)
+        return await super()._effective_dequeue_timeout(dequeue_timeout)
 
 
 def new_worker_id() -> str:
@@ -58,12 +87,14 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
         worker_id=new_worker_id(),
     )
     connection = await asyncpg.connect(to_plain_url(settings.database_url))
-    manager = QueueManager(Queries(AsyncpgDriver(connection)))
+    batch = max(1, settings.worker_concurrency // 2)
+    max_tasks = max(settings.worker_concurrency, 2 * batch)
+    manager = _QueueManager(Queries(AsyncpgDriver(connection)), capacity=max_tasks)
     # pgqueuer may wake a hair before a job is due and then sleep its minimum poll interval (100 ms by
     # default); a short floor keeps single posts on time.
     manager.min_dequeue_poll_interval = timedelta(milliseconds=5)
 
-    batcher = DispatchBatcher(publisher.dispatch_many, max_batch=max(1, settings.worker_concurrency // 2))
+    batcher = DispatchBatcher(publisher.dispatch_many, max_batch=batch)
 
     @manager.entrypoint(DISPATCH_POST)
     async def dispatch(job: QueueJob) -> None:
@@ -97,12 +128,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None) -> None:
         manager.shutdown.set()
 
     log.info("worker.start", worker_id=publisher.worker_id, concurrency=settings.worker_concurrency)
-    batch = max(1, settings.worker_concurrency // 2)
     tasks = [asyncio.create_task(maintenance()), asyncio.create_task(stopper())]
     try:
         await manager.run(
             batch_size=batch,
-            max_concurrent_tasks=max(settings.worker_concurrency, 2 * batch),
+            max_concurrent_tasks=max_tasks,
             dequeue_timeout=timedelta(seconds=5),
         )
     finally:

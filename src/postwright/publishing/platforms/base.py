@@ -7,6 +7,7 @@ that classification and never on raw HTTP status codes.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import unicodedata
@@ -169,6 +170,11 @@ class HttpAnswer:
             return {}
 
 
+@functools.lru_cache(maxsize=16)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=seconds)  # immutable: one per value will do
+
+
 async def send_request(
     ctx: AdapterContext, method: str, url: str, *, creates: bool, what: str, **kwargs: Any
 ) -> HttpAnswer:
@@ -177,7 +183,7 @@ async def send_request(
     `creates` marks a non-idempotent create: losing its answer is OutcomeUnknown, not Retryable.
     `what` names the call in messages (never the URL or headers: they may carry tokens).
     """
-    timeout = aiohttp.ClientTimeout(total=ctx.timeout_seconds, sock_connect=ctx.timeout_seconds)
+    timeout = _client_timeout(ctx.timeout_seconds)
     try:
         async with ctx.http.request(method, url, timeout=timeout, **kwargs) as resp:
             body = await resp.read()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import html
 import re
 import time
@@ -83,11 +84,20 @@ _URL = re.compile(r"(?:https?://|www\.)[^\s]+", re.IGNORECASE)
 _EMOJI_MARKS = frozenset({0xFE0F, 0x20E3, 0x200D})
 
 
+@functools.cache
+def _ascii_is_light(light_ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(lo <= 0 and hi >= 0x7F for lo, hi in light_ranges)
+
+
 def _is_emoji(cluster: str) -> bool:
     return any(ord(c) >= 0x1F000 or ord(c) in _EMOJI_MARKS for c in cluster)
 
 
 def _weigh(segment: str, settings: XSettings) -> int:
+    if segment.isascii() and _ascii_is_light(settings.light_ranges):
+        # No ASCII character is an emoji or joins a cluster, so each weighs 1: skip the grapheme split,
+        # which dominates the cost for the common plain-text post (the worker and the fake weigh every one).
+        return len(segment)
     total = 0
     for cluster in split_graphemes(segment):
         if _is_emoji(cluster):

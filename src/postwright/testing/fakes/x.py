@@ -35,6 +35,7 @@ from starlette.routing import Route
 from postwright.publishing.platforms.x import X_SETTINGS, weighted_length
 from postwright.testing.fakes.common import (
     Call,
+    FakeApp,
     FakePlatform,
     FakePost,
     FormPart,
@@ -741,6 +742,8 @@ def create_x_app(
         *make_media_handlers(fake),
         *admin_routes(fake),
     ]
-    app = Starlette(routes=routes)
+    # Every post of a burst is one POST /2/tweets.
+    hot = {("POST", r.path): r.endpoint for r in routes if r.path == "/2/tweets" and "POST" in (r.methods or ())}
+    app = FakeApp(routes=routes, hot=hot)
     app.state.fake = fake
     return app

@@ -1,0 +1,61 @@
+"""The engine's plain-row writes: RowState change tracking and update_by_id (unnest and executemany paths)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from postwright.publishing.status import RowState, update_by_id, write_changes
+
+_meta = MetaData()
+ROWS = Table(
+    "pw_test_row_updates",
+    _meta,
+    Column("id", String(40), primary_key=True),
+    Column("status", String(16)),
+    Column("count", Integer),
+    Column("at", DateTime(timezone=True)),
+    Column("extra", JSON),
+    Column("updated_at", DateTime(timezone=True), onupdate=lambda: datetime.now(UTC)),
+)
+
+
+def test_row_state_tracks_only_real_changes_and_refuses_unknown_columns():
+    row = RowState({"id": "a", "status": "X", "count": 1})
+    row.status = "X"
+    assert row.changes() == {}
+    row.count = 2
+    row.status = None
+    assert row.changes() == {"count": 2, "status": None}
+    with pytest.raises(AttributeError):
+        row.statsu = "typo"
+    with pytest.raises(AttributeError):
+        _ = row.missing
+
+
+async def test_update_by_id_writes_each_row_its_own_values(engine: AsyncEngine):
+    at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with engine.connect() as connection:
+        await connection.execute(text("DROP TABLE IF EXISTS pw_test_row_updates"))
+        await connection.run_sync(_meta.create_all)
+        await connection.execute(
+            ROWS.insert(), [{"id": i, "status": "OLD", "count": 0, "at": None, "extra": None} for i in "abcd"]
+        )
+        session = AsyncSession(bind=connection)
+        rows = {r: RowState({"id": r, "status": "OLD", "count": 0, "at": None, "extra": None}) for r in "abc"}
+        rows["a"].status, rows["a"].at = "NEW", at  # one column set ...
+        rows["b"].status, rows["b"].at = None, at  # ... shared by two rows (one UNNEST statement)
+        rows["c"].count = 7  # another set
+        await write_changes(session, ROWS, rows.values())
+        await update_by_id(session, ROWS, [{"id": "d", "extra": {"k": [1]}}])  # JSON: the executemany path
+        got = {r.id: r for r in (await connection.execute(ROWS.select())).all()}
+        await connection.execute(text("DROP TABLE pw_test_row_updates"))
+        await connection.commit()
+    assert (got["a"].status, got["a"].at, got["a"].count) == ("NEW", at, 0)
+    assert (got["b"].status, got["b"].at) == (None, at)
+    assert (got["c"].status, got["c"].count) == ("OLD", 7)
+    assert got["d"].extra == {"k": [1]}
+    assert all(got[r].updated_at is not None for r in "abcd")
