@@ -33,7 +33,7 @@ from postwright.publishing import queue
 from postwright.publishing.claims import claim_targets_of, expired_leases
 from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.followups import FollowUps, load_media_file
-from postwright.publishing.metrics import PUBLISH_LAG, TARGET_OUTCOMES
+from postwright.publishing.metrics import PUBLISH_LAG, outcome_counter
 from postwright.publishing.platforms.base import (
     AdapterContext,
     Credentials,
@@ -692,7 +692,7 @@ class PublishEngine:
         """Apply one outcome to its target; fills `attempt` (the PublishAttempt row's new values)."""
         outcome = job.outcome
         target.lease_owner = target.lease_expires_at = None
-        TARGET_OUTCOMES.labels(job.platform, type(outcome).__name__.lower()).inc()
+        outcome_counter(job.platform, type(outcome).__name__.lower()).inc()
         if isinstance(outcome, Published):
             target.status, target.published_at = "PUBLISHED", now
             target.external_post_id = outcome.result.external_post_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Histogram
 
 TARGET_OUTCOMES = Counter(
@@ -12,3 +14,9 @@ PUBLISH_LAG = Histogram(
     "Time from a target's due time to its request leaving.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+
+
+@cache
+def outcome_counter(platform: str, outcome: str) -> Counter:
+    """The labelled child, looked up once: `labels()` costs a lock and tuple work on every call of a burst."""
+    return TARGET_OUTCOMES.labels(platform, outcome)
