@@ -2,7 +2,9 @@
 
 Run with `pytest -m chaos` (`.ci/run` does). The verdict comes from the fakes' receipt logs: every target
 is published exactly once, or FAILED with OUTCOME_UNKNOWN only where a kill fell between "about to send"
-and "recorded" — and no post exists twice on any platform.
+and "recorded" — and no post exists twice on any platform. Every tenth post also has a two-part thread
+and a first comment on each target, so the kills hit follow-ups too: each part and comment ends DONE
+(and exists once, replying to the right post) or FAILED with a reason, never twice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.chaos
 
 POSTS = 1000  # times 3 accounts = 3,000 targets
 KILLS = 4
+THREAD_EVERY = 10  # these posts also get a 2-part thread and a first comment
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +73,23 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
     due = datetime.now(UTC) + timedelta(seconds=25)
     due_text = due.isoformat().replace("+00:00", "Z")
 
+    def target(i: int, account: str) -> dict:
+        if i % THREAD_EVERY:
+            return {"accountId": account}
+        thread = [{"text": f"part {k} of {i} {tenant.workspace_id}"} for k in (2, 3)]
+        return {
+            "accountId": account,
+            "firstComment": f"comment on {i} {tenant.workspace_id}",
+            "platformOptions": {"thread": thread},
+        }
+
     async def create(i: int) -> None:
         response = await tenant.post(
             "/posts",
             json={
                 "content": f"chaos {i} {tenant.workspace_id}",
                 "scheduledFor": due_text,
-                "platforms": [{"accountId": a} for a in accounts],
+                "platforms": [target(i, a) for a in accounts],
             },
         )
         assert response.status_code == 201, response.text
@@ -124,6 +137,24 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
                 break
             await asyncio.sleep(1)
         assert pending == 0, f"{pending} targets never finished"
+        # Follow-ups stranded by a kill are resumed by the sweep once their lease runs out.
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                open_follow_ups = (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM post_targets WHERE workspace_id = :ws AND status = 'PUBLISHED' "
+                            "AND (first_comment_state IN ('PENDING', 'SENDING') "
+                            """OR thread_state @> '[{"state": "PENDING"}]' """
+                            """OR thread_state @> '[{"state": "SENDING"}]')"""
+                        ),
+                        {"ws": tenant.workspace_id},
+                    )
+                ).scalar_one()
+            if open_follow_ups == 0:
+                break
+            await asyncio.sleep(1)
+        assert open_follow_ups == 0, f"{open_follow_ups} targets' thread or comment never finished"
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -138,7 +169,8 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
         rows = (
             await conn.execute(
                 text(
-                    "SELECT t.id, t.status, t.error_code, t.external_post_id, t.sent_at, t.platform, p.caption "
+                    "SELECT t.id, t.status, t.error_code, t.external_post_id, t.sent_at, t.platform, p.caption, "
+                    "t.thread_state, t.first_comment_state, t.first_comment_external_id, t.first_comment_error "
                     "FROM post_targets t JOIN posts p ON p.id = t.post_id WHERE t.workspace_id = :ws"
                 ),
                 {"ws": tenant.workspace_id},
@@ -146,12 +178,28 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
         ).all()
     assert len(rows) == POSTS * 3
 
-    x_posts = [p for p in fake_x.fake.posts() if tenant.workspace_id in p.text]
-    bsky_posts = [p for p in fake_bsky.fake.posts() if tenant.workspace_id in p.text]
-    x_counts = Counter((p.account, p.text) for p in x_posts)
-    bsky_counts = Counter((p.account, p.text) for p in bsky_posts)
-    assert [k for k, n in x_counts.items() if n > 1] == [], "duplicate posts on X"
-    assert [k for k, n in bsky_counts.items() if n > 1] == [], "duplicate posts on Bluesky"
+    everything = [p for p in fake_x.fake.posts() + fake_bsky.fake.posts() if tenant.workspace_id in p.text]
+    counts = Counter((p.account, p.text) for p in everything)
+    assert [k for k, n in counts.items() if n > 1] == [], "duplicate posts (roots, thread parts or comments)"
+    x_posts = [p for p in fake_x.fake.posts() if p.text.startswith("chaos ") and tenant.workspace_id in p.text]
+    bsky_posts = [p for p in fake_bsky.fake.posts() if p.text.startswith("chaos ") and tenant.workspace_id in p.text]
+    replies = {p.id: p for p in everything if not p.text.startswith("chaos ")}
+    threaded = [r for r in rows if r.status == "PUBLISHED" and int(r.caption.split()[1]) % THREAD_EVERY == 0]
+    assert threaded and all(r.thread_state for r in threaded)
+    for row in threaded:
+        parent = row.external_post_id
+        for entry in row.thread_state:
+            assert entry["state"] in ("DONE", "FAILED"), row
+            if entry["state"] == "FAILED":
+                assert entry["error"], row
+                break  # a failed part halts the thread
+            assert replies[entry["externalPostId"]].reply_to == parent, row
+            parent = entry["externalPostId"]
+        assert row.first_comment_state in ("DONE", "FAILED"), row
+        if row.first_comment_state == "DONE":
+            assert replies[row.first_comment_external_id].reply_to == row.external_post_id, row
+        else:
+            assert row.first_comment_error, row
 
     existing = {p.id for p in x_posts} | {p.id for p in bsky_posts}
     statuses = Counter((r.status, r.error_code) for r in rows)
@@ -165,4 +213,9 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
     # Everything the platforms hold is accounted for by exactly one PUBLISHED target (or an unknown one).
     assert len(x_posts) + len(bsky_posts) >= len(published)
     assert len(x_posts) + len(bsky_posts) <= len(published) + len(unknown)
-    print(f"\nchaos: {dict(statuses)}; platform posts {len(x_posts) + len(bsky_posts)}")
+    parts = Counter(e["state"] for r in threaded for e in r.thread_state)
+    comments = Counter(r.first_comment_state for r in threaded)
+    print(
+        f"\nchaos: {dict(statuses)}; platform posts {len(x_posts) + len(bsky_posts)}; parts {dict(parts)}; "
+        f"comments {dict(comments)}"
+    )
