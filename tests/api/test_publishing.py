@@ -485,35 +485,56 @@ async def test_cancel_after_send_is_409_and_the_post_completes(tenant, publisher
     assert len(created(fake_x, content)) == 2
 
 
-async def test_stranded_first_comment_is_not_resent(tenant, publisher, fake_x, engine):
+async def test_stranded_first_comment_is_looked_up_never_resent(tenant, publisher, fake_x, engine):
     content = f"stranded comment {tenant.workspace_id}"
     post = await due_post(tenant, content, platforms=[{"accountId": tenant.accounts[0]["id"]}])
     await publisher.dispatch(post["id"], 1)
     target_id = post["targets"][0]["id"]
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "UPDATE post_targets SET first_comment = 'c', first_comment_state = 'SENDING', first_comment_attempt = 1, "
-                "first_comment_last_attempt_at = now() - interval '10 minutes' WHERE id = :id"
-            ),
-            {"id": target_id},
-        )
+    root = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]["externalPostId"]
+
+    async def strand(text_: str, started: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE post_targets SET first_comment = :c, first_comment_state = 'SENDING', "
+                    "first_comment_attempt = 1, first_comment_error = NULL, first_comment_external_id = NULL, "
+                    f"first_comment_last_attempt_at = {started} WHERE id = :id"
+                ),
+                {"c": text_, "id": target_id},
+            )
+
+    # Never sent (or not found): FAILED for the user to check, and nothing is sent.
+    await strand("c", "now() - interval '10 minutes'")
     before = len(fake_x.fake.posts())
     await publisher.follow_up(target_id)
     got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
-    assert "may or may not" in got["firstCommentError"]
+    assert "not found, but it may still appear" in got["firstCommentError"]
+    assert got["firstCommentAttempt"] == 1  # a lookup is not a new attempt
     assert len(fake_x.fake.posts()) == before
-    # A comment still being sent by a live worker is left alone.
+    # Sent just before the worker died: the lookup finds it and records it, without sending again.
+    landed = f"landed comment {tenant.workspace_id}"
+    fake_x.fake.push_failure("answer_lost", account=token_of(tenant), hang_seconds=0.1)
+    await strand(landed, "now() - interval '10 minutes'")
     async with engine.begin() as conn:
         await conn.execute(
-            text(
-                "UPDATE post_targets SET first_comment_state = 'SENDING', first_comment_error = NULL, "
-                "first_comment_last_attempt_at = now() WHERE id = :id"
-            ),
-            {"id": target_id},
+            text("UPDATE post_targets SET first_comment_state = 'PENDING' WHERE id = :id"), {"id": target_id}
         )
+    await publisher.follow_up(target_id)  # its answer is lost; the lookup settles it
+    [sent] = [p for p in fake_x.fake.posts() if p.text == landed]
+    assert sent.reply_to == root
+    await strand(landed, "now() - interval '4 seconds'")
     await publisher.follow_up(target_id)
-    assert (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]["firstCommentError"] is None
+    got = (await tenant.get(f"/posts/{post['id']}")).json()["targets"][0]
+    assert got["firstCommentError"] is None
+    rows = await fetch(engine, "SELECT first_comment_external_id FROM post_targets WHERE id = :id", id=target_id)
+    assert rows[0][0] == sent.id
+    assert len([p for p in fake_x.fake.posts() if p.text == landed]) == 1
+    # A comment still being sent by a live worker is left alone.
+    await strand("live", "now()")
+    await publisher.follow_up(target_id)
+    rows = await fetch(engine, "SELECT first_comment_state FROM post_targets WHERE id = :id", id=target_id)
+    assert rows[0][0] == "SENDING"
+    assert not [p for p in fake_x.fake.posts() if p.text == "live"]
 
 
 async def test_editor_publish_now_in_approval_workspace_waits(tenant, publisher, fake_x):

@@ -2,10 +2,10 @@
 
 Each thread part (see threads.py) and the first comment move PENDING → SENDING → DONE | FAILED, and
 SENDING is committed before the request leaves. Part n+1 replies to part n, so the parts go one at a
-time. A part found SENDING after its sender stopped may exist: it is looked up (Bluesky by the rkey
-chosen before sending, X among the account's recent replies), resent only under the same rkey, else
-FAILED for the user to check. A failed part halts the thread; the first comment (a reply to the root)
-still goes. Nothing here ever touches the target's PUBLISHED state.
+time. A part or comment found SENDING after its sender stopped, or whose answer was lost, may exist: it
+is looked up (Bluesky by the rkey chosen before sending, X among the account's recent replies), resent
+only under the same rkey, else FAILED for the user to check. A failed part halts the thread; the first
+comment (a reply to the root) still goes. Nothing here ever touches the target's PUBLISHED state.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.db.models import MediaAsset, Post, PostTarget, SocialAccount
@@ -44,7 +44,6 @@ from postwright.publishing.status import lock_target
 from postwright.publishing.threads import parse_thread
 
 log = structlog.get_logger("postwright.publishing")
-UNKNOWN_COMMENT = "The comment may or may not have been posted (the worker stopped); check and retry."
 
 
 async def load_media_file(media: MediaContext, asset: MediaAsset, alt_text: str | None) -> MediaFile:
@@ -289,7 +288,7 @@ class FollowUps:
         except PlatformError as exc:
             return {"state": "FAILED", "error": f"{detail} It may or may not have been posted ({exc.message})."}
         except Exception as exc:
-            log.exception("publishing.thread_lookup_crashed", target_id=outbound.target_id)
+            log.exception("publishing.follow_up_lookup_crashed", target_id=outbound.target_id)
             return {"state": "FAILED", "error": f"{detail} The lookup failed ({type(exc).__name__})."}
         return {"state": "FAILED", "error": f"{detail} It was not found, but it may still appear; check and retry."}
 
@@ -304,29 +303,35 @@ class FollowUps:
     # ---- first comment ------------------------------------------------------------------------------
 
     async def _first_comment(self, target_id: str) -> None:
-        """Post the target's first comment as a reply to the root; failures stay on the target."""
+        """Post the target's first comment as a reply to the root; failures stay on the target.
+
+        A comment found SENDING after its sender stopped, or whose answer was lost, is looked up like a
+        thread part; it is resent only under the record key stored before its first send (Bluesky).
+        """
+        now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
             target = await lock_target(session, target_id)
             if target is None or target.status != "PUBLISHED" or not target.first_comment:
                 return
-            if target.first_comment_state == "SENDING":
-                started = target.first_comment_last_attempt_at
-                if started is not None and started > utcnow() - self.lease:
-                    return  # another worker is sending it right now
-                # A worker died while this comment was being sent: it may exist, so it is not sent again.
-                target.first_comment_state = "FAILED"
-                target.first_comment_error = UNKNOWN_COMMENT
+            if target.first_comment_state not in ("PENDING", "SENDING") or not target.external_post_id:
                 return
-            if target.first_comment_state != "PENDING" or not target.external_post_id:
-                return
+            previous = target.first_comment_last_attempt_at
+            lookup_only = target.first_comment_state == "SENDING"
+            if lookup_only and previous is not None and previous > now - self.lease:
+                return  # another worker is sending it right now
             account = await session.get(SocialAccount, target.social_account_id)
             adapter = self.adapter_for(target.platform)
             if account is None or account.credentials_encrypted is None or adapter is None:
+                reason = (
+                    "the account is no longer connected"
+                    if adapter
+                    else f"comments on {target.platform} are not supported yet"
+                )
                 target.first_comment_state = "FAILED"
                 target.first_comment_error = (
-                    "The account is no longer connected."
-                    if adapter
-                    else f"Comments on {target.platform} are not supported yet."
+                    f"The comment may or may not have been posted; {reason}."
+                    if lookup_only
+                    else f"{reason.capitalize()}."
                 )
                 return
             outbound = OutboundPost(
@@ -335,37 +340,53 @@ class FollowUps:
                 account_handle=account.handle,
                 account_external_id=account.external_id,
                 reply_to_external_id=target.external_post_id,
+                sent_after=previous if lookup_only else now,
             )
             target.first_comment_material = target.first_comment_material or adapter.prepare(outbound)
             outbound = replace(outbound, idempotency_key=target.first_comment_material)
             target.first_comment_state = "SENDING"
-            target.first_comment_attempt += 1
-            target.first_comment_last_attempt_at = utcnow()
-        error: str | None = None
-        result: PublishResult | None = None
-        try:
-            creds = await self.credentials.get(account)
-            try:
-                result = await adapter.reply(creds, outbound)
-            except ReauthRequired:
-                result = await adapter.reply(await self.credentials.get(account, force=True), outbound)
-        except OutcomeUnknown:
-            error = "The comment may or may not have been posted (no answer from the platform); check and retry."
-        except (RetryableError, PermanentError, ReauthRequired) as exc:
-            error = exc.message
-        except Exception as exc:  # an adapter bug must not lose the published state
-            log.exception("publishing.first_comment_crashed", target_id=target_id)
-            error = f"Unexpected error ({type(exc).__name__})."
+            if not lookup_only:
+                target.first_comment_attempt += 1
+            # Also claims a stranded comment for this lookup, so two sweeps never look it up at once.
+            target.first_comment_last_attempt_at = now
+        outcome = await self._deliver_comment(adapter, account, outbound, lookup_only=lookup_only)
+        done = outcome["state"] == "DONE"
         async with unit_of_work(self.sessionmaker) as session:
+            mine = PostTarget.first_comment_last_attempt_at == now
             await session.execute(
                 update(PostTarget)
-                .where(PostTarget.id == target_id, PostTarget.first_comment_state == "SENDING")
+                # A confirmed comment is recorded even if someone took over meanwhile (as for thread parts).
+                .where(PostTarget.id == target_id, PostTarget.first_comment_state == "SENDING", or_(mine, done))
                 .values(
-                    first_comment_state="DONE" if result else "FAILED",
-                    first_comment_error=error,
-                    first_comment_external_id=result.external_post_id if result else None,
+                    first_comment_state=outcome["state"],
+                    first_comment_error=outcome.get("error"),
+                    first_comment_external_id=outcome.get("externalPostId"),
                 )
             )
+
+    async def _deliver_comment(
+        self, adapter: PlatformAdapter, account: SocialAccount, outbound: OutboundPost, *, lookup_only: bool
+    ) -> dict[str, Any]:
+        try:
+            creds = await self.credentials.get(account)
+        except PlatformError as exc:
+            prefix = "The comment may or may not have been posted; " if lookup_only else ""
+            return {"state": "FAILED", "error": f"{prefix}{exc.message}"}
+        if lookup_only:
+            return await self._look_up(adapter, creds, outbound, "The worker stopped after sending the comment.")
+        try:
+            try:
+                return _done(await adapter.reply(creds, outbound))
+            except ReauthRequired:
+                creds = await self.credentials.get(account, force=True)
+                return _done(await adapter.reply(creds, outbound))
+        except (RetryableError, PermanentError, ReauthRequired) as exc:
+            return {"state": "FAILED", "error": exc.message}
+        except OutcomeUnknown as exc:
+            return await self._look_up(adapter, creds, outbound, exc.message)
+        except Exception as exc:  # an adapter bug after the request may have left: look, never re-send blindly
+            log.exception("publishing.first_comment_crashed", target_id=outbound.target_id)
+            return await self._look_up(adapter, creds, outbound, f"Unexpected error ({type(exc).__name__}).")
 
 
 def _done(result: PublishResult) -> dict[str, Any]:
