@@ -12,7 +12,7 @@ from sqlalchemy import text
 from postwright.testing.fakes import RunningFake
 
 from .conftest import build_publisher
-from .helpers import fetch, future
+from .helpers import fetch, future, job_for
 
 
 def token_of(tenant, index: int = 0) -> str:
@@ -109,6 +109,10 @@ async def test_rate_limit_backs_off_and_pauses_the_account(tenant, publisher, fa
     status = (await tenant.get(f"/posts/{post['id']}/status")).json()
     assert status["status"] == "PUBLISHING"
     assert status["targets"][0]["nextAttemptAt"] is not None
+    # The retry's job is recorded on the post (so edit/cancel can supersede it) and fires at the retry time.
+    retry_job = await job_for(engine, (await tenant.get(f"/posts/{post['id']}")).json()["workflowId"])
+    assert retry_job["payload"] == {"postId": post["id"], "generation": 1}
+    assert abs((retry_job["execute_after"] - limited.next_attempt_at).total_seconds()) < 2
 
     # Another due post of the same account waits for the pause.
     other = await due_post(tenant, content + " second", platforms=[{"accountId": tenant.accounts[0]["id"]}])

@@ -400,7 +400,7 @@ class PublishEngine:
                 )
             )
         if attempts:
-            await session.execute(insert(PublishAttempt.__table__), attempts)  # one multi-row INSERT
+            await session.execute(insert(PublishAttempt.__table__), attempts)  # a pipelined executemany, no ORM objects
         return jobs
 
     # ---- publish --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Result,
     String,
     Table,
+    Text,
     TextClause,
     any_,
     bindparam,
@@ -75,6 +77,8 @@ class RowState:
         # A mapped instance would silently keep an unknown attribute unsaved; here it is a bug, said loudly.
         if name not in self.__dict__["_loaded"]:
             raise AttributeError(f"{name!r} is not a loaded column")
+        if name == "id":  # writes go by id: a new one would update another row
+            raise AttributeError("the primary key of a loaded row cannot change")
         self.__dict__[name] = value
 
     def changes(self) -> dict[str, Any]:
@@ -139,22 +143,35 @@ def _unnest_update(table: Table, columns: tuple[str, ...]) -> tuple[TextClause, 
     types = [table.c[c].type for c in columns]
     if not columns or not all(isinstance(t, _ARRAYABLE) and not isinstance(t, Enum) for t in types):
         return None
-    dialect = postgresql.dialect()
     names = ("id", *columns)
-    assignments = [f'"{c}" = v."{c}"' for c in columns]
+    assignments = [f'"{table.c[c].name}" = v."{c}"' for c in columns]
     stamps = "updated_at" in table.c and table.c.updated_at.onupdate is not None and "updated_at" not in columns
     if stamps:
         assignments.append('"updated_at" = :_now')
-    arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in names)
+    # Unbounded element types: the assignment to the column then enforces its length (a cast to
+    # varchar(n)[] would silently truncate) and no collation syntax ends up inside the cast.
+    element_types = {c: _unbounded(table.c[c].type) for c in names}
+    arrays = ", ".join(f"CAST(:{c} AS {element_types[c].compile(dialect=postgresql.dialect())}[])" for c in names)
     aliases = ", ".join(f'"{c}"' for c in names)
     sql = (
         f'UPDATE "{table.name}" AS t SET {", ".join(assignments)} '
         f"FROM unnest({arrays}) AS v({aliases}) WHERE t.id = v.id"
     )
-    binds = [bindparam(c, type_=ARRAY(table.c[c].type)) for c in names]
+    binds = [bindparam(c, type_=ARRAY(element_types[c])) for c in names]
     if stamps:
         binds.append(bindparam("_now", type_=DateTime(timezone=True)))
     return text(sql).bindparams(*binds), stamps
+
+
+def _unbounded(column_type: Any) -> Any:
+    """The column's type without length or collation (see `_unnest_update`)."""
+    if isinstance(column_type, String):
+        return Text()
+    if isinstance(column_type, DateTime):
+        return DateTime(timezone=column_type.timezone)
+    if isinstance(column_type, Boolean):
+        return Boolean()
+    return BigInteger()  # Integer
 
 
 async def lock_target(session: AsyncSession, target_id: str) -> PostTarget | None:

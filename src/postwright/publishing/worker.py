@@ -56,7 +56,7 @@ class _QueueManager(QueueManager):
         self._slot_freed.set()
 
     async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
-        while len(self.job_context) >= self.capacity and not self.shutdown.is_set():
+        while len(getattr(self, "job_context", ())) >= self.capacity and not self.shutdown.is_set():
             self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout=CAPACITY_RECHECK_S)
