@@ -49,3 +49,15 @@ async def publisher(settings, engine, app, fake_x) -> AsyncIterator[PublishEngin
     )
     async with aiohttp.ClientSession() as http:
         yield build_publisher(tuned, engine, app, http, "test-worker")
+
+
+def slow_platform_settings(settings, fake_x: RunningFake):
+    """A short lease (1.5 s) and a patient client (6 s): a 2.5 s answer outlives the lease."""
+    return settings.model_copy(
+        update={
+            "platform_x_base_url": fake_x.base_url,
+            "platform_timeout_seconds": 6.0,
+            "publish_lease_seconds": 1.5,
+            "x_client_id": "postwright-test",
+        }
+    )

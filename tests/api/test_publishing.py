@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from postwright.testing.fakes import RunningFake
 
-from .conftest import build_publisher
+from .conftest import build_publisher, slow_platform_settings
 from .helpers import fetch, future, job_for
 
 
@@ -559,14 +559,7 @@ async def test_editor_publish_now_in_approval_workspace_waits(tenant, publisher,
 
 
 async def test_slow_send_keeps_its_lease(tenant, settings, engine, app, fake_x):
-    tuned = settings.model_copy(
-        update={
-            "platform_x_base_url": fake_x.base_url,
-            "platform_timeout_seconds": 6.0,
-            "publish_lease_seconds": 1.5,
-            "x_client_id": "postwright-test",
-        }
-    )
+    tuned = slow_platform_settings(settings, fake_x)
     content = f"slow platform {tenant.workspace_id}"
     fake_x.fake.set_knobs(account=token_of(tenant), latency_ms=2500)
     try:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from sqlalchemy import text
 
-from .conftest import build_publisher
+from .conftest import build_publisher, slow_platform_settings
 from .helpers import fetch, future
 from .test_media import png, upload
 from .test_publishing import bluesky_account, due_post, token_of
@@ -318,14 +318,7 @@ async def test_a_slow_part_keeps_its_claim(tenant, settings, engine, app, fake_x
     _, target_id = await published_root(tenant, publisher, f"slow part {tenant.workspace_id}")
     slow = f"slow part body {tenant.workspace_id}"
     await set_state(engine, target_id, [{"state": "PENDING", "attempts": 0}], thread_of(slow))
-    tuned = settings.model_copy(
-        update={
-            "platform_x_base_url": fake_x.base_url,
-            "platform_timeout_seconds": 6.0,
-            "publish_lease_seconds": 1.5,
-            "x_client_id": "postwright-test",
-        }
-    )
+    tuned = slow_platform_settings(settings, fake_x)
 
     def lookups() -> int:
         return len([r for r in fake_x.fake.requests() if r.method == "GET" and r.path.endswith("/tweets")])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.api.deps import PageDep, PrincipalDep, SessionDep
 from postwright.db.models import Post
@@ -23,7 +25,7 @@ from postwright.posts.schemas import (
 from postwright.posts.service import posts_service
 from postwright.posts.status import PostStatus
 from postwright.publishing.rules import PLATFORMS
-from postwright.workspaces.auth import Scope
+from postwright.workspaces.auth import Principal, Scope
 
 router = APIRouter(prefix="/posts", tags=["Posts"])
 
@@ -163,30 +165,27 @@ async def retry_target(post_id: str, target_id: str, session: SessionDep, princi
 async def retry_first_comment(
     post_id: str, target_id: str, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    principal.require_scopes(Scope.PUBLISH_WRITE)
-    post = await posts_service.retry_first_comment(
-        session,
-        principal,
-        post_id,
-        target_id,
-        cooldown_seconds=request.app.state.settings.first_comment_cooldown_seconds,
-    )
-    return await rendered(session, post)
+    return await _retry_follow_up(posts_service.retry_first_comment, post_id, target_id, request, session, principal)
 
 
 @router.post("/{post_id}/targets/{target_id}/thread/retry", summary="Resume a thread from its failed part")
 async def retry_thread(
     post_id: str, target_id: str, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
+    return await _retry_follow_up(posts_service.retry_thread, post_id, target_id, request, session, principal)
+
+
+async def _retry_follow_up(
+    retry: Callable[..., Awaitable[Post]],
+    post_id: str,
+    target_id: str,
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+) -> dict[str, Any]:
     principal.require_scopes(Scope.PUBLISH_WRITE)
-    post = await posts_service.retry_thread(
-        session,
-        principal,
-        post_id,
-        target_id,
-        cooldown_seconds=request.app.state.settings.first_comment_cooldown_seconds,
-    )
-    return await rendered(session, post)
+    cooldown = request.app.state.settings.first_comment_cooldown_seconds
+    return await rendered(session, await retry(session, principal, post_id, target_id, cooldown_seconds=cooldown))
 
 
 @router.delete("/{post_id}", summary="Cancel and soft-delete a post", status_code=200)
