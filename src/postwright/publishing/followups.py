@@ -75,6 +75,7 @@ class PartSend:
     stamp: str  # the part's lastAttemptAt as stored: the outcome is recorded only if it is still ours
     auto_attempts: int  # tries since the last manual retry: what the retry policy bounds
     lookup_only: bool
+    may_resend: bool  # a same-key resend after "not found" needs all the part's media
     account: SocialAccount
     adapter: PlatformAdapter
     outbound: OutboundPost
@@ -222,8 +223,8 @@ class FollowUps:
                 lookup_only=lookup_only,
                 account=account,
                 adapter=adapter,
-                # Without all its media a same-key resend would post a different part: lookup only then.
-                outbound=replace(outbound, idempotency_key=None if missing else entry["material"]),
+                may_resend=not missing,
+                outbound=replace(outbound, idempotency_key=entry["material"]),
                 assets=[(found[m], alt_texts.get(m)) for m in parts[index].media_ids if m in found],
             )
 
@@ -245,7 +246,7 @@ class FollowUps:
         """Send (or, after a stopped sender, look up) one part; the part's new state fields."""
         adapter, outbound = send.adapter, send.outbound
         # Media is needed for a send, and for a lookup only when it may end in a same-key resend.
-        needs_media = not send.lookup_only or bool(outbound.idempotency_key)
+        needs_media = not send.lookup_only or (send.may_resend and bool(outbound.idempotency_key))
         try:
             creds = await self.credentials.get(send.account)
             try:
@@ -260,7 +261,8 @@ class FollowUps:
         outbound = replace(outbound, media=tuple(media))
         try:
             if send.lookup_only:
-                return await self._look_up(adapter, creds, outbound, "The worker stopped after sending this part.")
+                detail = "The worker stopped after sending this part."
+                return await self._look_up(adapter, creds, outbound, detail, may_resend=send.may_resend)
             try:
                 result = await adapter.publish(creds, outbound)
             except ReauthRequired:
@@ -276,13 +278,19 @@ class FollowUps:
             return await self._look_up(adapter, creds, outbound, f"Unexpected error ({type(exc).__name__}).")
 
     async def _look_up(
-        self, adapter: PlatformAdapter, creds: Credentials, outbound: OutboundPost, detail: str
+        self,
+        adapter: PlatformAdapter,
+        creds: Credentials,
+        outbound: OutboundPost,
+        detail: str,
+        *,
+        may_resend: bool = True,
     ) -> dict[str, Any]:
         try:
             found = await adapter.lookup(creds, outbound)
             if found is not None:
                 return _done(found)
-            if outbound.idempotency_key:
+            if outbound.idempotency_key and may_resend:
                 # The platform dedupes on the key stored before the first send (Bluesky rkey): one resend is safe.
                 return _done(await adapter.publish(creds, outbound))
         except PlatformError as exc:
