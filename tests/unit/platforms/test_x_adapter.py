@@ -296,6 +296,16 @@ class TestLookup:
         assert await x_adapter.lookup(x_creds, replace(x_post, sent_after=later)) is None
         assert x_fake.requests(op="users.tweets")[0].query["start_time"].endswith("Z")
 
+    async def test_finds_a_post_created_long_after_the_send_was_recorded(
+        self, x_adapter: XAdapter, x_fake: FakeX, x_creds: Credentials, x_post: OutboundPost
+    ) -> None:
+        # Video uploads and processing can run for minutes between recording the send and the create.
+        await x_adapter.publish(x_creds, x_post)
+        recorded = datetime.now(UTC) - timedelta(minutes=10)
+
+        assert await x_adapter.lookup(x_creds, replace(x_post, sent_after=recorded)) is not None
+        assert "end_time" not in x_fake.requests(op="users.tweets")[0].query
+
     async def test_reply_must_answer_the_same_parent(
         self, x_adapter: XAdapter, x_creds: Credentials, x_post: OutboundPost
     ) -> None:

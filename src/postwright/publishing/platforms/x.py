@@ -66,12 +66,10 @@ class XSettings:
     alt_text_max: int = 1000
     chunk_bytes: int = 1024 * 1024
     processing_max_wait_seconds: float = 300.0
-    # Lookup window: from this long before the send to the request timeout plus this long after it (clock
-    # skew margin; X stamps on receipt). A narrow window keeps a busy account's timeline short.
+    # Lookup window: from this long before the send was recorded (clock skew margin; X stamps on receipt)
+    # up to now. Open-ended on purpose: media uploads and processing run between that record and the
+    # create call, for minutes with video, and a window that closed earlier would miss the post.
     lookup_lead_seconds: int = 15
-    lookup_trail_seconds: int = 15
-    # X refuses an end_time closer than this to the present.
-    lookup_end_time_min_age_seconds: int = 10
     lookup_page_size: int = 100
     lookup_max_pages: int = 10
 
@@ -283,10 +281,6 @@ class XAdapter:
         }
         if post.sent_after:
             params["start_time"] = _iso(post.sent_after - timedelta(seconds=self.settings.lookup_lead_seconds))
-            trail = timedelta(seconds=self.ctx.timeout_seconds + self.settings.lookup_trail_seconds)
-            latest = datetime.now(UTC) - timedelta(seconds=self.settings.lookup_end_time_min_age_seconds)
-            if post.sent_after + trail <= latest:
-                params["end_time"] = _iso(post.sent_after + trail)
         for _ in range(self.settings.lookup_max_pages):
             body = await self._timeline_page(token, str(user_id), params)
             if (match := self._match(body.get("data") or [], post)) is not None:
