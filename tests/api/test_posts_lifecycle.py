@@ -579,6 +579,38 @@ async def test_delete_media_removes_only_unshared_media(tenant, engine):
     assert rows["med_ALONE"] is not None
 
 
+async def test_delete_media_counts_thread_parts_on_both_sides(tenant, engine):
+    async with engine.begin() as conn:
+        for mid in ("med_THREADSHARED", "med_THREADALONE"):
+            await conn.execute(
+                text(
+                    "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
+                    "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"
+                ),
+                {"id": mid, "ws": tenant.workspace_id},
+            )
+
+    def with_thread(*media: str) -> list[dict]:
+        return [
+            {
+                "accountId": tenant.accounts[0]["id"],
+                "platformOptions": {"thread": [{"text": "2", "mediaIds": list(media)}]},
+            }
+        ]
+
+    doomed = await tenant.create_post(platforms=with_thread("med_THREADSHARED", "med_THREADALONE"))
+    await tenant.create_post(platforms=with_thread("med_THREADSHARED"))
+    assert (await tenant.delete(f"/posts/{doomed['id']}?deleteMedia=true")).status_code == 200
+    rows = {
+        r.id: r.deleted_at
+        for r in await fetch(
+            engine, "SELECT id, deleted_at FROM media_assets WHERE workspace_id = :ws", ws=tenant.workspace_id
+        )
+    }
+    assert rows["med_THREADSHARED"] is None  # another post's thread still uses it
+    assert rows["med_THREADALONE"] is not None  # only the deleted post's thread used it
+
+
 async def test_delete_without_delete_media_keeps_media(tenant, engine):
     async with engine.begin() as conn:
         await conn.execute(

@@ -170,7 +170,10 @@ class PostsService:
         self._supersede(post)
         post.deleted_at = utcnow()
         media_ids = list(
-            dict.fromkeys([m.media_asset_id for m in post.media] + [m for t in post.targets for m in t.media_ids or []])
+            dict.fromkeys(
+                [m.media_asset_id for m in post.media]
+                + [m for t in post.targets for m in (t.media_ids or []) + thread_media_ids(t.platform_options)]
+            )
         )
         removed: list[str] = []
         if delete_media and media_ids:
