@@ -412,3 +412,37 @@ async def test_thread_media_is_protected_and_checked_before_the_root(tenant, pub
     assert target["status"] == "FAILED" and target["errorCode"] == "VALIDATION_FAILED"
     assert media_id in target["errorMessage"]
     assert not [p for p in fake_x.fake.posts() if p.text == content]
+
+
+async def test_a_confirmed_comment_is_recorded_even_after_a_takeover(tenant, publisher, fake_x, engine, monkeypatch):
+    _, target_id = await published_root(tenant, publisher, f"comment takeover {tenant.workspace_id}")
+    comment = f"confirmed comment {tenant.workspace_id}"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE post_targets SET first_comment = :c, first_comment_state = 'PENDING' WHERE id = :id"),
+            {"c": comment, "id": target_id},
+        )
+    deliver = publisher.follow_ups._deliver_comment
+
+    async def slow_deliver(*args, **kwargs):
+        outcome = await deliver(*args, **kwargs)
+        # Meanwhile another worker took the comment over and its lookup missed it.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE post_targets SET first_comment_state = 'FAILED', first_comment_error = 'not found', "
+                    "first_comment_last_attempt_at = now() + interval '1 hour' WHERE id = :id"
+                ),
+                {"id": target_id},
+            )
+        return outcome
+
+    monkeypatch.setattr(publisher.follow_ups, "_deliver_comment", slow_deliver)
+    await publisher.follow_up(target_id)
+    [sent] = [p for p in fake_x.fake.posts() if p.text == comment]
+    rows = await fetch(
+        engine,
+        "SELECT first_comment_state, first_comment_external_id, first_comment_error FROM post_targets WHERE id = :id",
+        id=target_id,
+    )
+    assert tuple(rows[0]) == ("DONE", sent.id, None)

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.db.models import MediaAsset, Post, PostTarget, SocialAccount
@@ -360,11 +360,13 @@ class FollowUps:
         outcome = await self._deliver_comment(adapter, account, outbound, lookup_only=lookup_only)
         done = outcome["state"] == "DONE"
         async with unit_of_work(self.sessionmaker) as session:
-            mine = PostTarget.first_comment_last_attempt_at == now
+            mine = and_(PostTarget.first_comment_state == "SENDING", PostTarget.first_comment_last_attempt_at == now)
+            # A confirmed comment is recorded even if someone took over meanwhile and found nothing yet (as for
+            # thread parts): a FAILED "not found" would invite a manual re-send.
+            confirmed = and_(literal(done), PostTarget.first_comment_state != "DONE")
             await session.execute(
                 update(PostTarget)
-                # A confirmed comment is recorded even if someone took over meanwhile (as for thread parts).
-                .where(PostTarget.id == target_id, PostTarget.first_comment_state == "SENDING", or_(mine, done))
+                .where(PostTarget.id == target_id, or_(mine, confirmed))
                 .values(
                     first_comment_state=outcome["state"],
                     first_comment_error=outcome.get("error"),
