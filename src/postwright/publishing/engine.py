@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
 import structlog
-from sqlalchemy import ARRAY, DateTime, String, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import ARRAY, DateTime, String, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwright.config import Settings
@@ -33,16 +33,29 @@ from postwright.publishing import queue
 from postwright.publishing.claims import claim_targets_of, expired_leases
 from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.followups import FollowUps, load_media_file
-from postwright.publishing.metrics import PUBLISH_LAG, outcome_counter
+from postwright.publishing.metrics import PUBLISH_LAG
+from postwright.publishing.outcomes import (
+    ATTEMPTS,
+    POSTS,
+    TARGETS,
+    Failed,
+    Job,
+    Outcome,
+    PostRecord,
+    Published,
+    Retry,
+    TargetRecord,
+    apply_outcome,
+    may_record,
+    start_follow_ups,
+)
 from postwright.publishing.platforms.base import (
     AdapterContext,
-    Credentials,
     OutboundPost,
     OutcomeUnknown,
     PermanentError,
     PlatformAdapter,
     PlatformError,
-    PublishResult,
     ReauthRequired,
     RetryableError,
 )
@@ -50,7 +63,6 @@ from postwright.publishing.platforms.registry import build_adapter, platform_key
 from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.rules import content_of, facts_of, validate_content
 from postwright.publishing.status import (
-    RowState,
     any_ids,
     lock_post,
     lock_post_ids,
@@ -61,7 +73,7 @@ from postwright.publishing.status import (
     update_by_id,
     write_changes,
 )
-from postwright.publishing.threads import new_thread_state, parse_thread, thread_media_ids
+from postwright.publishing.threads import thread_media_ids
 
 log = structlog.get_logger("postwright.publishing")
 SWEEP_PARALLELISM = 4
@@ -77,12 +89,6 @@ FOLLOW_UPS_OPEN = text(
     """OR post_targets.thread_state @> '[{"state": "SENDING"}]')"""
 )
 
-POSTS: Table = Post.__table__  # type: ignore[assignment]
-TARGETS: Table = PostTarget.__table__  # type: ignore[assignment]
-ATTEMPTS: Table = PublishAttempt.__table__  # type: ignore[assignment]
-# The hot transactions work on plain row copies; `_take_over` (rare) still uses mapped instances.
-PostRecord = Post | RowState
-TargetRecord = PostTarget | RowState
 # One statement whatever the batch size (so one prepared statement): each target with its material.
 _MARK_SENT = text(
     """
@@ -98,54 +104,6 @@ _MARK_SENT = text(
     bindparam("now", type_=DateTime(timezone=True)),
     bindparam("lease_until", type_=DateTime(timezone=True)),
 )
-
-
-# ---- outcomes --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Published:
-    result: PublishResult
-
-
-@dataclass(frozen=True)
-class Retry:
-    message: str
-    retry_after: timedelta | None = None
-    rate_limited: bool = False
-
-
-@dataclass(frozen=True)
-class Failed:
-    error_code: str
-    message: str
-    account_expired: bool = False
-
-
-Outcome = Published | Retry | Failed
-
-
-@dataclass
-class Job:
-    """One claimed target with everything needed to publish it."""
-
-    target_id: str
-    post_id: str
-    attempt_id: str
-    platform: str
-    account: SocialAccount
-    text: str
-    first_comment: str | None
-    platform_options: dict[str, Any]
-    media: list[MediaAsset]
-    thread_media: dict[str, MediaAsset]
-    alt_texts: dict[str, str | None]
-    material: str | None
-    due_at: datetime | None = None
-    sent_after: datetime | None = None
-    outbound: OutboundPost | None = None
-    creds: Credentials | None = None
-    outcome: Outcome | None = None
 
 
 class PublishEngine:
@@ -617,7 +575,7 @@ class PublishEngine:
             account_changes: dict[str, dict[str, Any]] = {}
             for job in done:
                 target = targets.get(job.target_id)
-                if target is None or not self._may_record(target, job.outcome):
+                if target is None or not may_record(target, job.outcome, self.worker_id):
                     continue
                 attempt: dict[str, Any] = {
                     "id": job.attempt_id,
@@ -626,11 +584,11 @@ class PublishEngine:
                     "error_message": None,
                     "external_post_id": None,
                 }
-                due = self._apply(target, attempt, job, now, account_changes)
+                due = apply_outcome(target, attempt, job, now, account_changes, self.policy)
                 attempt_updates.append(attempt)
                 if due is not None:
                     retry_at[target.post_id] = min(retry_at.get(target.post_id, due), due)
-                if target.status == "PUBLISHED" and (kind := self._start_follow_ups(target)) is not None:
+                if target.status == "PUBLISHED" and (kind := start_follow_ups(target)) is not None:
                     follow[target.id] = kind == "thread"
             await update_by_id(session, ATTEMPTS, attempt_updates)
             # Sorted, so two posts pausing the same accounts never lock them in opposite orders.
@@ -663,65 +621,6 @@ class PublishEngine:
             await recompute_posts(session, list(posts.values()))
             await write_changes(session, POSTS, posts.values())
         return [t for t, threaded in follow.items() if not threaded]
-
-    def _start_follow_ups(self, target: TargetRecord) -> str | None:
-        """Open what follows a root that just landed: "thread", "comment", or None when nothing does."""
-        kind = None
-        if target.first_comment and target.first_comment_state is None:
-            target.first_comment_state = "PENDING"
-            kind = "comment"
-        if target.thread_state is None and (parts := parse_thread(target.platform, target.platform_options)[0]):
-            target.thread_state = new_thread_state(parts)
-            kind = "thread"
-        return kind
-
-    def _may_record(self, target: TargetRecord, outcome: Outcome | None) -> bool:
-        if target.status == "PUBLISHING" and target.lease_owner == self.worker_id:
-            return True
-        # Another worker took over after our lease ran out; a confirmed publish is still the truth.
-        return isinstance(outcome, Published) and target.status not in ("PUBLISHED", "CANCELED")
-
-    def _apply(
-        self,
-        target: TargetRecord,
-        attempt: dict[str, Any],
-        job: Job,
-        now: datetime,
-        account_changes: dict[str, dict[str, Any]],
-    ) -> datetime | None:
-        """Apply one outcome to its target; fills `attempt` (the PublishAttempt row's new values)."""
-        outcome = job.outcome
-        target.lease_owner = target.lease_expires_at = None
-        outcome_counter(job.platform, type(outcome).__name__.lower()).inc()
-        if isinstance(outcome, Published):
-            target.status, target.published_at = "PUBLISHED", now
-            target.external_post_id = outcome.result.external_post_id
-            target.external_url = outcome.result.external_url
-            target.error_code = target.error_message = None
-            target.next_attempt_at = None
-            attempt.update(status="SUCCEEDED", external_post_id=outcome.result.external_post_id)
-            return None
-        if isinstance(outcome, Retry):
-            delay = self.policy.next_delay(target.auto_attempts, retry_after=outcome.retry_after)
-            code = "RATE_LIMITED" if outcome.rate_limited else "PLATFORM_UNAVAILABLE"
-            attempt.update(status="RETRYING", error_code=code, error_message=outcome.message)
-            if outcome.rate_limited:
-                pause = outcome.retry_after or delay or timedelta(seconds=60)
-                account_changes.setdefault(target.social_account_id, {})["paused_until"] = now + pause
-            if delay is None:
-                target.status, target.error_code, target.error_message = "FAILED", code, outcome.message
-                attempt["status"] = "FAILED"
-                return None
-            target.status, target.sent_at = "SCHEDULED", None
-            target.next_attempt_at = now + delay
-            target.error_message = outcome.message
-            return target.next_attempt_at
-        assert isinstance(outcome, Failed)
-        target.status, target.error_code, target.error_message = "FAILED", outcome.error_code, outcome.message
-        attempt.update(status="FAILED", error_code=outcome.error_code, error_message=outcome.message)
-        if outcome.account_expired:
-            account_changes.setdefault(target.social_account_id, {})["status"] = "EXPIRED"
-        return None
 
     # ---- leases ---------------------------------------------------------------------------------------
 
