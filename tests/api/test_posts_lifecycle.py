@@ -556,16 +556,21 @@ async def test_delete_refused_states(tenant, engine, status):
     assert (await fetch(engine, "SELECT deleted_at FROM posts WHERE id = :p", p=post["id"]))[0].deleted_at is None
 
 
-async def test_delete_media_removes_only_unshared_media(tenant, engine):
+async def ready_media(engine, tenant, *media_ids: str) -> None:
+    """READY media rows in the tenant's library (their storage key is their id)."""
     async with engine.begin() as conn:
-        for mid in ("med_SHARED", "med_ALONE"):
+        for media_id in media_ids:
             await conn.execute(
                 text(
                     "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
                     "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"
                 ),
-                {"id": mid, "ws": tenant.workspace_id},
+                {"id": media_id, "ws": tenant.workspace_id},
             )
+
+
+async def test_delete_media_removes_only_unshared_media(tenant, engine):
+    await ready_media(engine, tenant, "med_SHARED", "med_ALONE")
     doomed = await tenant.create_post(mediaIds=["med_SHARED", "med_ALONE"])
     await tenant.create_post(mediaIds=["med_SHARED"])
     assert (await tenant.delete(f"/posts/{doomed['id']}?deleteMedia=true")).status_code == 200
@@ -580,15 +585,7 @@ async def test_delete_media_removes_only_unshared_media(tenant, engine):
 
 
 async def test_delete_media_counts_thread_parts_on_both_sides(tenant, engine):
-    async with engine.begin() as conn:
-        for mid in ("med_THREADSHARED", "med_THREADALONE"):
-            await conn.execute(
-                text(
-                    "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
-                    "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"
-                ),
-                {"id": mid, "ws": tenant.workspace_id},
-            )
+    await ready_media(engine, tenant, "med_THREADSHARED", "med_THREADALONE")
 
     def with_thread(*media: str) -> list[dict]:
         return [
