@@ -562,8 +562,9 @@ async def ready_media(engine, tenant, *media_ids: str) -> None:
         for media_id in media_ids:
             await conn.execute(
                 text(
-                    "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, created_at, updated_at) "
-                    "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, now(), now())"
+                    "INSERT INTO media_assets (id, workspace_id, kind, mime_type, status, storage_key, size_bytes, "
+                    "width, height, created_at, updated_at) "
+                    "VALUES (:id, :ws, 'IMAGE', 'image/png', 'READY', :id, 100, 16, 9, now(), now())"
                 ),
                 {"id": media_id, "ws": tenant.workspace_id},
             )
@@ -649,3 +650,37 @@ async def test_audit_log_records_lifecycle_and_pages(tenant):
 async def test_audit_log_needs_admin(tenant):
     editor = await tenant.make_key(role="EDITOR", email="ed-audit@example.com")
     assert (await tenant.get("/audit-log", key=editor)).status_code == 403
+
+
+async def test_the_plain_row_read_renders_exactly_like_the_orm(tenant, engine, app):
+    """GET reads plain rows (no ORM) for speed: the body must not differ from the ORM's rendering."""
+    from postwright.db.session import create_sessionmaker
+    from postwright.posts.schemas import post_to_dict, status_to_dict
+    from postwright.posts.service import posts_service
+    from postwright.workspaces.service import workspaces_service
+
+    await ready_media(engine, tenant, "med_VIEW1", "med_VIEW2")
+    post = await tenant.create_post(
+        content="rendered twice",
+        scheduledFor=future(hours=2),
+        timezone="Europe/Stockholm",
+        mediaIds=["med_VIEW1", "med_VIEW2"],
+        mediaAltText={"med_VIEW2": "second"},
+        platforms=[
+            {
+                "accountId": tenant.accounts[0]["id"],
+                "firstComment": "c",
+                "platformOptions": {"platform": "X", "thread": [{"text": "2", "mediaIds": ["med_VIEW1"]}]},
+            },
+            {"accountId": tenant.accounts[1]["id"], "captionOverride": "other", "mediaIds": ["med_VIEW2"]},
+        ],
+    )
+    async with create_sessionmaker(engine)() as session:
+        principal = await workspaces_service.authenticate(session, raw_key=tenant.key, workspace_hint=None)
+        orm = await posts_service.get(session, principal, post["id"])
+        view = await posts_service.read(session, principal, post["id"])
+        assert post_to_dict(view) == post_to_dict(orm)
+        assert status_to_dict(view) == status_to_dict(orm)
+    got = (await tenant.get(f"/posts/{post['id']}")).json()
+    assert [t["id"] for t in got["targets"]] == [t["id"] for t in post["targets"]]
+    assert [m["mediaAssetId"] for m in got["media"]] == ["med_VIEW1", "med_VIEW2"]

@@ -79,13 +79,13 @@ async def list_posts(
 @router.get("/{post_id}", summary="Get one post with its targets and media")
 async def get_post(post_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     principal.require_scopes(Scope.POSTS_READ)
-    return post_to_dict(await posts_service.get(session, principal, post_id))
+    return post_to_dict(await posts_service.read(session, principal, post_id))
 
 
 @router.get("/{post_id}/status", summary="Compact delivery status")
 async def get_post_status(post_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     principal.require_scopes(Scope.POSTS_READ)
-    return status_to_dict(await posts_service.get(session, principal, post_id))
+    return status_to_dict(await posts_service.read(session, principal, post_id))
 
 
 @router.get("/{post_id}/attempts", summary="Publish-attempt history, kept across edits")

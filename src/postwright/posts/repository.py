@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
 
 from sqlalchemy import Select, and_, any_, cast, exists, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
@@ -14,6 +15,11 @@ from postwright.db.models import MediaAsset, Post, PostMedia, PostTarget, Publis
 
 # Every media id a target's thread parts use (platformOptions.thread[*].mediaIds[*]), as a JSON path.
 THREAD_MEDIA_PATH = "$.thread[*].mediaIds[*]"
+
+
+_READ_POST = "SELECT * FROM posts WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
+_READ_TARGETS = "SELECT * FROM post_targets WHERE post_id = $1 ORDER BY position"
+_READ_MEDIA = 'SELECT * FROM post_media WHERE post_id = $1 ORDER BY "order"'
 
 
 class PostsRepository:
@@ -30,6 +36,25 @@ class PostsRepository:
         if for_update:
             query = query.with_for_update(of=Post)
         return await self.session.scalar(query)
+
+    async def read(self, workspace_id: str, post_id: str) -> SimpleNamespace | None:
+        """A post with its targets and media as plain rows, for rendering only (the API's hottest read).
+
+        Same columns and order as `get()`, without ORM instances: straight asyncpg on the session's own
+        connection and transaction, three prepared statements.
+        """
+        connection = await self.session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        post = await raw.fetchrow(_READ_POST, post_id, workspace_id)  # type: ignore[union-attr]
+        if post is None:
+            return None
+        targets = await raw.fetch(_READ_TARGETS, post_id)  # type: ignore[union-attr]
+        media = await raw.fetch(_READ_MEDIA, post_id)  # type: ignore[union-attr]
+        return SimpleNamespace(
+            **dict(post),
+            targets=[SimpleNamespace(**dict(t)) for t in targets],
+            media=[SimpleNamespace(**dict(m)) for m in media],
+        )
 
     async def lock_targets(self, post_id: str) -> list[PostTarget]:
         rows = await self.session.scalars(

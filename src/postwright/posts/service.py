@@ -56,6 +56,13 @@ class PostsService:
             raise NotFound(f"Post {post_id} not found.")
         return post
 
+    async def read(self, session: AsyncSession, principal: Principal, post_id: str) -> Any:
+        """The post as plain rows for rendering (no ORM instances; nothing may be changed on it)."""
+        post = await PostsRepository(session).read(principal.workspace_id, post_id)
+        if post is None:
+            raise NotFound(f"Post {post_id} not found.")
+        return post
+
     async def list(
         self,
         session: AsyncSession,
