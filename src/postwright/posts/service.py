@@ -566,13 +566,10 @@ class PostsService:
         if problems:
             raise ValidationFailed("The post breaks platform rules: " + problems[0]["message"], details=problems)
         post.scheduled_at = due
-        workspace = await session.get(Workspace, post.workspace_id)
-        if (
-            not approval_checked
-            and workspace is not None
-            and workspace.require_approval
-            and principal.role == Role.EDITOR
-        ):
+        # Only editors' posts can need approval: owners and admins skip the workspace lookup.
+        needs_check = not approval_checked and principal.role == Role.EDITOR
+        workspace = await session.get(Workspace, post.workspace_id) if needs_check else None
+        if workspace is not None and workspace.require_approval:
             post.awaiting_approval = True
             for target in post.targets:
                 if target.status in UNSENT:
