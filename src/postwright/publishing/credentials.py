@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from postwright.publishing.platforms.base import Credentials, PermanentError, Pl
 log = structlog.get_logger("postwright.publishing")
 REFRESH_MARGIN = timedelta(minutes=5)
 DECRYPTED_CACHE_SIZE = 10_000
+T = TypeVar("T")
 
 
 class CredentialStore:
@@ -60,6 +61,18 @@ class CredentialStore:
             return creds
         async with self._refresh_locks[account.id]:
             return await self._refresh(account, creds, force=force)
+
+    async def call_with_refresh(
+        self, account: SocialAccount, creds: Credentials, call: Callable[[Credentials], Awaitable[T]]
+    ) -> T:
+        """`call(creds)`; on a 401 refresh once and call again (the platform processed nothing).
+
+        After a refresh the account object holds the new ciphertext, so `get(account)` returns the new pair.
+        """
+        try:
+            return await call(creds)
+        except ReauthRequired:
+            return await call(await self.get(account, force=True))
 
     async def _refresh(self, account: SocialAccount, seen: Credentials, *, force: bool) -> Credentials:
         adapter = self.adapter_for(account.platform)

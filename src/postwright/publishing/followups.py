@@ -28,7 +28,6 @@ from postwright.media.service import MediaContext
 from postwright.publishing import queue
 from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.platforms.base import (
-    Credentials,
     MediaFile,
     OutboundPost,
     OutcomeUnknown,
@@ -262,31 +261,30 @@ class FollowUps:
         try:
             if send.lookup_only:
                 detail = "The worker stopped after sending this part."
-                return await self._look_up(adapter, creds, outbound, detail, may_resend=send.may_resend)
-            try:
-                result = await adapter.publish(creds, outbound)
-            except ReauthRequired:
-                creds = await self.credentials.get(send.account, force=True)
-                result = await adapter.publish(creds, outbound)
-            return _done(result)
+                return await self._look_up(adapter, send.account, outbound, detail, may_resend=send.may_resend)
+            return _done(
+                await self.credentials.call_with_refresh(send.account, creds, lambda c: adapter.publish(c, outbound))
+            )
         except (RetryableError, PermanentError, ReauthRequired) as exc:
             return self._retry_or_fail(send, exc)
         except OutcomeUnknown as exc:
-            return await self._look_up(adapter, creds, outbound, exc.message)
+            return await self._look_up(adapter, send.account, outbound, exc.message)
         except Exception as exc:  # an adapter bug after the request may have left: never re-send blindly
             log.exception("publishing.thread_part_crashed", target_id=send.target_id, part=send.index + 1)
-            return await self._look_up(adapter, creds, outbound, f"Unexpected error ({type(exc).__name__}).")
+            return await self._look_up(adapter, send.account, outbound, f"Unexpected error ({type(exc).__name__}).")
 
     async def _look_up(
         self,
         adapter: PlatformAdapter,
-        creds: Credentials,
+        account: SocialAccount,
         outbound: OutboundPost,
         detail: str,
         *,
         may_resend: bool = True,
     ) -> dict[str, Any]:
         try:
+            # The account's current pair: a refresh during the send left the new one on the account.
+            creds = await self.credentials.get(account)
             found = await adapter.lookup(creds, outbound)
             if found is not None:
                 return _done(found)
@@ -383,20 +381,16 @@ class FollowUps:
             prefix = "The comment may or may not have been posted; " if lookup_only else ""
             return {"state": "FAILED", "error": f"{prefix}{exc.message}"}
         if lookup_only:
-            return await self._look_up(adapter, creds, outbound, "The worker stopped after sending the comment.")
+            return await self._look_up(adapter, account, outbound, "The worker stopped after sending the comment.")
         try:
-            try:
-                return _done(await adapter.reply(creds, outbound))
-            except ReauthRequired:
-                creds = await self.credentials.get(account, force=True)
-                return _done(await adapter.reply(creds, outbound))
+            return _done(await self.credentials.call_with_refresh(account, creds, lambda c: adapter.reply(c, outbound)))
         except (RetryableError, PermanentError, ReauthRequired) as exc:
             return {"state": "FAILED", "error": exc.message}
         except OutcomeUnknown as exc:
-            return await self._look_up(adapter, creds, outbound, exc.message)
+            return await self._look_up(adapter, account, outbound, exc.message)
         except Exception as exc:  # an adapter bug after the request may have left: look, never re-send blindly
             log.exception("publishing.first_comment_crashed", target_id=outbound.target_id)
-            return await self._look_up(adapter, creds, outbound, f"Unexpected error ({type(exc).__name__}).")
+            return await self._look_up(adapter, account, outbound, f"Unexpected error ({type(exc).__name__}).")
 
 
 def _done(result: PublishResult) -> dict[str, Any]:
