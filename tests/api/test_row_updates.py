@@ -71,7 +71,7 @@ async def test_update_by_id_writes_each_row_its_own_values(engine: AsyncEngine):
 
 async def test_update_by_id_refuses_a_value_too_long_for_its_column(tenant, engine: AsyncEngine):
     """The array casts are unbounded: the column's own length check applies, nothing is cut off."""
-    from postwright.publishing.outcomes import TARGETS
+    from postwright.publishing.status import TARGETS
 
     post = await tenant.create_post(content="long id")
     target_id = post["targets"][0]["id"]

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwright.db.models import PostTarget, SocialAccount
-from postwright.publishing.status import RowState, any_ids, row_states
+from postwright.publishing.status import TARGETS, RowState, any_ids, row_states
 
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
@@ -53,12 +53,11 @@ async def claim_targets_of(
     """Claim the due targets of posts the caller has locked and checked (generation, not deleted)."""
     if not post_ids:
         return []
-    table = PostTarget.__table__
     claimed = await session.execute(
-        update(table)
+        update(TARGETS)
         .where(PostTarget.post_id == any_ids(post_ids), *_due(now))
         .values(**_claimed_values(worker_id, now, lease))
-        .returning(*table.c)
+        .returning(*TARGETS.c)
     )
     # Plain rows: a burst claims hundreds of targets per transaction, and nothing here needs ORM instances.
     return row_states(claimed)

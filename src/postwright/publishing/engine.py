@@ -35,9 +35,6 @@ from postwright.publishing.credentials import CredentialStore
 from postwright.publishing.followups import FollowUps, load_media_file
 from postwright.publishing.metrics import PUBLISH_LAG
 from postwright.publishing.outcomes import (
-    ATTEMPTS,
-    POSTS,
-    TARGETS,
     Failed,
     Job,
     Outcome,
@@ -63,6 +60,9 @@ from postwright.publishing.platforms.registry import build_adapter, platform_key
 from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.rules import content_of, facts_of, validate_content
 from postwright.publishing.status import (
+    ATTEMPTS,
+    POSTS,
+    TARGETS,
     any_ids,
     lock_post,
     lock_post_ids,
@@ -358,7 +358,7 @@ class PublishEngine:
                 )
             )
         if attempts:
-            await session.execute(insert(PublishAttempt.__table__), attempts)  # a pipelined executemany, no ORM objects
+            await session.execute(insert(ATTEMPTS), attempts)  # a pipelined executemany, no ORM objects
         return jobs
 
     # ---- publish --------------------------------------------------------------------------------------

@@ -10,18 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table
-
-from postwright.db.models import MediaAsset, Post, PostTarget, PublishAttempt, SocialAccount
+from postwright.db.models import MediaAsset, Post, PostTarget, SocialAccount
 from postwright.publishing.metrics import outcome_counter
 from postwright.publishing.platforms.base import Credentials, OutboundPost, PublishResult
 from postwright.publishing.retry import RetryPolicy
 from postwright.publishing.status import RowState
 from postwright.publishing.threads import new_thread_state, parse_thread
 
-POSTS: Table = Post.__table__  # type: ignore[assignment]
-TARGETS: Table = PostTarget.__table__  # type: ignore[assignment]
-ATTEMPTS: Table = PublishAttempt.__table__  # type: ignore[assignment]
 # The hot transactions work on plain row copies; the engine's `_take_over` (rare) uses mapped instances.
 PostRecord = Post | RowState
 TargetRecord = PostTarget | RowState

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from postwright.db.models import Post, PostTarget
+from postwright.db.models import Post, PostTarget, PublishAttempt
 from postwright.kit.clock import utcnow
 from postwright.posts.status import PostStatus, derive_post_status
 
@@ -40,6 +40,12 @@ async def lock_post(session: AsyncSession, post_id: str, *, skip_locked: bool = 
         .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
+
+
+# Table handles for the plain-row statements (the engine's hot transactions and the claim).
+POSTS: Table = Post.__table__  # type: ignore[assignment]
+TARGETS: Table = PostTarget.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = PublishAttempt.__table__  # type: ignore[assignment]
 
 
 def any_ids(ids: Iterable[str]) -> Any:
