@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from postwright.db.models import PostTarget
+from postwright.publishing.engine import FOLLOW_UPS_OPEN
 from postwright.testing.fakes import RunningFake, serve_fake
 
 pytestmark = pytest.mark.chaos
@@ -142,13 +144,9 @@ async def test_burst_with_killed_workers_publishes_exactly_once(
             async with engine.connect() as conn:
                 open_follow_ups = (
                     await conn.execute(
-                        text(
-                            "SELECT count(*) FROM post_targets WHERE workspace_id = :ws AND status = 'PUBLISHED' "
-                            "AND (first_comment_state IN ('PENDING', 'SENDING') "
-                            """OR thread_state @> '[{"state": "PENDING"}]' """
-                            """OR thread_state @> '[{"state": "SENDING"}]')"""
-                        ),
-                        {"ws": tenant.workspace_id},
+                        select(func.count())
+                        .select_from(PostTarget)
+                        .where(FOLLOW_UPS_OPEN, PostTarget.workspace_id == tenant.workspace_id)
                     )
                 ).scalar_one()
             if open_follow_ups == 0:

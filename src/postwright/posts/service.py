@@ -476,11 +476,12 @@ class PostsService:
                 problems += [{"field": path, "message": message} for message in thread_problems]
         # Each media id with the field that names it first, so a problem points at where it was given.
         fields = {m: "mediaIds" for m in data.media_ids}
-        thread_media = {m for t in data.targets for m in thread_media_ids(t.platform_options)}
+        thread_media: set[str] = set()
         for target in data.targets:
             for m in target.media_ids:
                 fields.setdefault(m, f"{target.field_path}.mediaIds")
             for m in thread_media_ids(target.platform_options):
+                thread_media.add(m)
                 fields.setdefault(m, f"{target.field_path}.platformOptions.thread")
         media = await repository.media(principal.workspace_id, list(fields))
         for media_id, field in fields.items():
