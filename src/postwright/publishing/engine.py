@@ -305,8 +305,9 @@ class PublishEngine:
                 .order_by(PostMedia.post_id, PostMedia.order)
             )
         )
+        thread_ids = {t.id: thread_media_ids(t.platform_options) for t in targets}
         wanted = {link.media_asset_id for link in links} | {
-            m for t in targets for m in (t.media_ids or []) + thread_media_ids(t.platform_options)
+            m for t in targets for m in (t.media_ids or []) + thread_ids[t.id]
         }
         assets = (
             {a.id: a for a in await session.scalars(select(MediaAsset).where(MediaAsset.id.in_(wanted)))}
@@ -349,7 +350,7 @@ class PublishEngine:
                     media=[assets[m] for m in ids if m in assets],
                     thread_media={
                         m: assets[m]
-                        for m in thread_media_ids(target.platform_options)
+                        for m in thread_ids[target.id]
                         if m in assets and assets[m].deleted_at is None and assets[m].status == "READY"
                     },
                     alt_texts={link.media_asset_id: link.alt_text for link in post_links},
